@@ -1,0 +1,5 @@
+"""Interchangeable ways to compute the same correlation (selected with ``method=``)."""
+
+from .select import choose
+
+__all__ = ["choose"]

@@ -1,0 +1,298 @@
+"""Cross-correlation, convolution and transposed convolution, with their VJPs.
+
+All three share one private kernel: ``convolve`` is ``correlate`` with the kernel flipped
+(``flip=True``), and ``conv_transpose`` is the input-gradient of ``correlate``. The VJPs
+follow from the same identities: the input gradient of a correlation is a transposed
+convolution of the output gradient, and its weight gradient is a correlation of the input with
+the output gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _padding, _validate
+from ..algorithms import choose, gemm
+
+__all__ = [
+    "correlate",
+    "convolve",
+    "conv_transpose",
+    "correlate_vjp",
+    "convolve_vjp",
+    "conv_transpose_vjp",
+]
+
+
+def correlate(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    method: str = "auto",
+) -> Any:
+    """Cross-correlation, what deep learning calls convolution, in 1, 2 or 3 spatial dims.
+
+    ``y[n, o, i] = bias[o] + sum_{c, a} w[o, c, a] * x_pad[n, g*C_in/G + c, i*stride + a*dilation]``
+    for output channel ``o`` in group ``g``: the seed's ``H[i,j] = u + sum_{a,b} V[a,b]
+    X[i+a, j+b]`` with channels, padding, stride, dilation and groups.
+
+    Args:
+        x: ``(N, C_in, *S)``, float32 or float64, ``len(S)`` in 1..3.
+        w: ``(C_out, C_in // groups, *K)``.
+        bias: ``(C_out,)`` or None.
+        stride, dilation: an int or one int per spatial dim.
+        padding: an int, one int per dim (symmetric), ``(before, after)`` pairs per dim,
+            ``"valid"`` (none), ``"same"`` (output ``ceil(S / stride)``, any extra after) or
+            ``"full"`` (``dilation * (K - 1)`` on each side).
+        groups: split channels into ``groups`` independent blocks (``groups=C_in`` is
+            depthwise).
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"symmetric"``, ``"replicate"`` or
+            ``"circular"`` (SciPy's constant, mirror, reflect, nearest, wrap).
+        method: ``"auto"``, ``"im2col"`` or ``"shift"``; all give the same result.
+
+    Returns:
+        ``(N, C_out, *S_out)`` with ``S_out = (S + pad_before + pad_after - dilation*(K-1) - 1)
+        // stride + 1``, same array type and dtype as ``x``.
+
+    >>> import numpy as np, fc2conv
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> w = np.array([[[[0.0, 1.0], [2.0, 3.0]]]])
+    >>> fc2conv.correlate(x, w)[0, 0].tolist()
+    [[19.0, 25.0], [37.0, 43.0]]
+    >>> fc2conv.correlate(np.ones((2, 4, 16, 16)), np.ones((8, 4, 3, 3)), padding="same",
+    ...                   stride=2).shape
+    (2, 8, 8, 8)
+    """
+    spec = _validate.conv_spec(
+        x, w, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        padding_mode=padding_mode, method=method,
+    )
+    return _forward(spec, x, w, bias, flip=False)
+
+
+def convolve(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    method: str = "auto",
+) -> Any:
+    """True convolution: :func:`correlate` with the kernel flipped on every spatial axis.
+
+    ``y[n, o, i] = bias[o] + sum_{c, a} w[o, c, K-1-a] * x_pad[n, c, i*stride + a*dilation]``,
+    the discrete ``(f * g)(i) = sum_a f(a) g(i - a)``. Shapes and arguments as in
+    :func:`correlate`: ``x: (N, C_in, *S)``, ``w: (C_out, C_in // groups, *K)``,
+    ``bias: (C_out,)`` -> ``(N, C_out, *S_out)``.
+
+    >>> import numpy as np, fc2conv
+    >>> x = np.array([[[0.0, 1.0, 2.0, 3.0]]])
+    >>> fc2conv.convolve(x, np.array([[[1.0, -1.0]]]), padding="full")[0, 0].tolist()
+    [0.0, 1.0, 1.0, 1.0, -3.0]
+    """
+    spec = _validate.conv_spec(
+        x, w, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        padding_mode=padding_mode, method=method,
+    )
+    return _forward(spec, x, w, bias, flip=True)
+
+
+def conv_transpose(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> Any:
+    """Transposed convolution: the adjoint of :func:`correlate` with respect to its input.
+
+    ``<correlate(z, w'), x> == <z, conv_transpose(x, w)>`` where ``w'`` is ``w`` read as a
+    correlation from ``C_out`` to ``C_in`` channels (PyTorch's ``conv_transpose`` semantics).
+
+    Args:
+        x: ``(N, C_in, *S)``.
+        w: ``(C_in, C_out // groups, *K)``.
+        bias: ``(C_out,)`` or None.
+        stride, padding, dilation, groups: as in the correlation it transposes (padding is an
+            int, per-dim ints or ``(before, after)`` pairs, or ``"valid"``; always zeros).
+        output_padding: extra size added after, ``< max(stride, dilation)`` per dim, to pick
+            one of the input sizes a strided correlation maps to the same output size.
+
+    Returns:
+        ``(N, C_out, *S_out)``, ``S_out = (S - 1)*stride - pad_before - pad_after
+        + dilation*(K - 1) + output_padding + 1``.
+
+    >>> import numpy as np, fc2conv
+    >>> x = np.array([[[1.0, 2.0]]])
+    >>> fc2conv.conv_transpose(x, np.array([[[1.0, 10.0, 100.0]]]), stride=2)[0, 0].tolist()
+    [1.0, 10.0, 102.0, 20.0, 200.0]
+    """
+    spec = _validate.conv_transpose_spec(
+        x, w, bias, stride=stride, padding=padding, output_padding=output_padding,
+        dilation=dilation, groups=groups,
+    )
+    xp = spec.xp
+    y = _padding.pad_vjp(xp, gemm.input_grad(xp, x, w, spec, choose(spec)), spec.in_size,
+                         spec.pads, "zeros")
+    return _add_bias(xp, y, bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# vector-Jacobian products
+
+
+def correlate_vjp(
+    grad_out: Any,
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    method: str = "auto",
+) -> tuple[Any, Any, Any]:
+    """Gradients of ``sum(correlate(x, w, bias, ...) * grad_out)`` with respect to x, w, bias.
+
+    ``grad_out: (N, C_out, *S_out)`` -> ``(grad_x: (N, C_in, *S), grad_w: (C_out, C_in //
+    groups, *K), grad_bias: (C_out,) or None)``. ``grad_x`` is a transposed convolution of
+    ``grad_out`` (folded back through the padding mode), ``grad_w`` a correlation of ``x``
+    with ``grad_out``.
+
+    >>> import numpy as np, fc2conv.functional as F
+    >>> x, w = np.arange(4.0).reshape(1, 1, 4), np.array([[[1.0, 2.0]]])
+    >>> gx, gw, gb = F.correlate_vjp(np.ones((1, 1, 3)), x, w, np.zeros(1))
+    >>> gx.tolist(), gw.tolist(), gb.tolist()
+    ([[[1.0, 3.0, 3.0, 2.0]]], [[[3.0, 6.0]]], [3.0])
+    """
+    spec = _validate.conv_spec(
+        x, w, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        padding_mode=padding_mode, method=method,
+    )
+    return _backward(spec, grad_out, x, w, bias, flip=False)
+
+
+def convolve_vjp(
+    grad_out: Any,
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    method: str = "auto",
+) -> tuple[Any, Any, Any]:
+    """Gradients of ``sum(convolve(x, w, bias, ...) * grad_out)`` with respect to x, w, bias.
+
+    Shapes as in :func:`correlate_vjp`.
+
+    >>> import numpy as np, fc2conv.functional as F
+    >>> x, w = np.arange(4.0).reshape(1, 1, 4), np.array([[[1.0, 2.0]]])
+    >>> F.convolve_vjp(np.ones((1, 1, 3)), x, w)[1].tolist()
+    [[[6.0, 3.0]]]
+    """
+    spec = _validate.conv_spec(
+        x, w, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        padding_mode=padding_mode, method=method,
+    )
+    return _backward(spec, grad_out, x, w, bias, flip=True)
+
+
+def conv_transpose_vjp(
+    grad_out: Any,
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> tuple[Any, Any, Any]:
+    """Gradients of ``sum(conv_transpose(x, w, bias, ...) * grad_out)``.
+
+    ``grad_out: (N, C_out, *S_out)`` -> ``(grad_x: (N, C_in, *S), grad_w: (C_in, C_out //
+    groups, *K), grad_bias)``. The adjoint of the adjoint is the correlation itself, so
+    ``grad_x = correlate(grad_out, w)``.
+
+    >>> import numpy as np, fc2conv.functional as F
+    >>> x, w = np.array([[[1.0, 2.0]]]), np.array([[[1.0, 10.0, 100.0]]])
+    >>> F.conv_transpose_vjp(np.ones((1, 1, 5)), x, w, stride=2)[0].tolist()
+    [[[111.0, 111.0]]]
+    """
+    spec = _validate.conv_transpose_spec(
+        x, w, bias, stride=stride, padding=padding, output_padding=output_padding,
+        dilation=dilation, groups=groups,
+    )
+    xp = spec.xp
+    _validate.check_grad_out(grad_out, (spec.batch, spec.in_channels, *spec.in_size), xp,
+                             x.dtype)
+    method = choose(spec)
+    grad_out_pad = _padding.pad(xp, grad_out, spec.pads, "zeros")
+    grad_x = gemm.correlate(xp, grad_out_pad, w, spec, method)
+    grad_w = gemm.weight_grad(xp, x, grad_out_pad, spec, method)
+    return grad_x, grad_w, _bias_grad(xp, grad_out, bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared kernel
+
+
+def _forward(spec: _validate.ConvSpec, x: Any, w: Any, bias: Any, *, flip: bool) -> Any:
+    xp = spec.xp
+    if flip:
+        w = _flip(xp, w)
+    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode)
+    return _add_bias(xp, gemm.correlate(xp, x_pad, w, spec, choose(spec)), bias)
+
+
+def _backward(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bias: Any, *,
+              flip: bool) -> tuple[Any, Any, Any]:
+    xp = spec.xp
+    _validate.check_grad_out(grad_out, spec.output_shape, xp, x.dtype)
+    method = choose(spec)
+    if flip:
+        w = _flip(xp, w)
+    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode)
+    grad_x_pad = gemm.input_grad(xp, grad_out, w, spec, method)
+    grad_x = _padding.pad_vjp(xp, grad_x_pad, spec.in_size, spec.pads, spec.padding_mode)
+    grad_w = gemm.weight_grad(xp, grad_out, x_pad, spec, method)
+    if flip:
+        grad_w = _flip(xp, grad_w)
+    return grad_x, grad_w, _bias_grad(xp, grad_out, bias)
+
+
+def _flip(xp: Any, w: Any) -> Any:
+    return xp.flip(w, axis=tuple(range(2, w.ndim)))
+
+
+def _add_bias(xp: Any, y: Any, bias: Any) -> Any:
+    if bias is None:
+        return y
+    return y + xp.reshape(bias, (1, -1) + (1,) * (y.ndim - 2))
+
+
+def _bias_grad(xp: Any, grad_out: Any, bias: Any) -> Any:
+    if bias is None:
+        return None
+    return xp.sum(grad_out, axis=(0, *range(2, grad_out.ndim)))
