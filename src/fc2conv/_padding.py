@@ -23,7 +23,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-__all__ = ["resolve_string", "source_index", "pad", "pad_vjp", "SCIPY_MODE", "NUMPY_MODE"]
+__all__ = ["NUMPY_MODE", "SCIPY_MODE", "pad", "pad_vjp", "resolve_string", "source_index"]
 
 SCIPY_MODE = {
     "zeros": "constant",
@@ -102,19 +102,21 @@ def pad(xp: Any, x: Any, pads: tuple[tuple[int, int], ...], mode: str) -> Any:
             continue
         axis = first_axis + offset
         n = x.shape[axis]
+        device = array_api_compat.device(x)
         if mode == "zeros":
             shape = list(x.shape)
             parts = []
             if before:
                 shape[axis] = before
-                parts.append(xp.zeros(tuple(shape), dtype=x.dtype, device=array_api_compat.device(x)))
+                parts.append(xp.zeros(tuple(shape), dtype=x.dtype, device=device))
             parts.append(x)
             if after:
                 shape[axis] = after
-                parts.append(xp.zeros(tuple(shape), dtype=x.dtype, device=array_api_compat.device(x)))
+                parts.append(xp.zeros(tuple(shape), dtype=x.dtype, device=device))
             x = xp.concat(parts, axis=axis)
         else:
-            idx = xp.asarray(source_index(mode, n, before, after), device=array_api_compat.device(x))
+            # A copy: the cached index is read-only, which torch warns about.
+            idx = xp.asarray(source_index(mode, n, before, after).copy(), device=device)
             x = xp.take(x, idx, axis=axis)
     return x
 

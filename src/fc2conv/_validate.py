@@ -7,7 +7,6 @@ can then trust its inputs and never re-checks them.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +20,12 @@ from ._errors import ArgumentError, DTypeError, ShapeError
 __all__ = [
     "ConvSpec",
     "PoolSpec",
+    "check_arrays",
+    "check_grad_out",
+    "check_spatial_rank",
     "conv_spec",
     "conv_transpose_spec",
     "pool_spec",
-    "check_grad_out",
-    "check_spatial_rank",
 ]
 
 PADDING_MODES = ("zeros", "reflect", "symmetric", "replicate", "circular")
@@ -116,9 +116,9 @@ def _namespace(name: str, value: Any) -> Any:
 def check_arrays(**arrays: Any) -> Any:
     """Check that the named arrays share one namespace and one real floating dtype.
 
-    Returns the array namespace. ``None`` values (an absent bias) are skipped.
+    Returns the array namespace. Only ``bias`` may be ``None`` (absent).
     """
-    present = {name: a for name, a in arrays.items() if a is not None}
+    present = {name: a for name, a in arrays.items() if not (name == "bias" and a is None)}
     namespaces = {name: _namespace(name, a) for name, a in present.items()}
     first_name, xp = next(iter(namespaces.items()))
     for name, other in namespaces.items():
@@ -448,8 +448,3 @@ def pool_spec(
         dilation=dilation_t, padding=pad, out_size=tuple(out), pads=tuple(pads),
     )
 
-
-def flops(spec: ConvSpec) -> int:
-    """Multiply-adds of one correlation times two."""
-    per_out = (spec.in_channels // spec.groups) * math.prod(spec.kernel)
-    return 2 * spec.batch * spec.out_channels * math.prod(spec.out_size) * per_out

@@ -9,6 +9,7 @@ output pixels.
 from __future__ import annotations
 
 import itertools
+
 __all__ = ["offsets", "window"]
 
 

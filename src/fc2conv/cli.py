@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import __version__, correlate, convolve, max_pool
+from . import __version__, convolve, correlate, max_pool
 from ._padding import NUMPY_MODE, SCIPY_MODE, pad
 from ._validate import PADDING_MODES
 
@@ -70,8 +70,8 @@ def _info() -> None:
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        config = np.show_config(mode="dicts") if hasattr(np, "show_config") else {}
-        blas = config.get("Build Dependencies", {}).get("blas", {}) if config else {}
+        config: dict = dict(np.show_config(mode="dicts") or {})
+        blas = config.get("Build Dependencies", {}).get("blas", {})
         print(f"BLAS: {blas.get('name', 'unknown')} {blas.get('version', '')}")
         return
     for pool in threadpool_info():

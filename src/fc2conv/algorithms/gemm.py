@@ -38,7 +38,7 @@ def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:
         y = None
         w_k = _per_offset(xp, w, spec)
         for k, offset in enumerate(offsets(spec.kernel)):
-            term = w_k[k] @ _flat_window(xp, xg, offset, spec)
+            term = w_k[k, ...] @ _flat_window(xp, xg, offset, spec)
             if y is None:
                 y = term
             else:
@@ -63,7 +63,7 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str) -> A
         w_k = _per_offset(xp, w, spec)
         for k, offset in enumerate(offsets(spec.kernel)):
             index = window(offset, spec.stride, spec.dilation, spec.out_size)
-            gx[index] += xp.reshape(w_k[k].mT @ gy, out_shape)
+            gx[index] += xp.reshape(w_k[k, ...].mT @ gy, out_shape)
     return _batch_major(xp, gx)
 
 

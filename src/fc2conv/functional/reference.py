@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,12 +40,12 @@ from fc2conv._errors import ArgumentError, ShapeError
 
 __all__ = [
     "PADDING_MODES",
-    "pad",
-    "correlate",
-    "convolve",
-    "conv_transpose",
-    "max_pool",
     "avg_pool",
+    "conv_transpose",
+    "convolve",
+    "correlate",
+    "max_pool",
+    "pad",
 ]
 
 PADDING_MODES = ("zeros", "reflect", "symmetric", "replicate", "circular")
@@ -88,7 +89,7 @@ def _pairs(value: object, d: int) -> tuple[tuple[int, int], ...]:
     if isinstance(value, (int, np.integer)):
         pairs = ((int(value), int(value)),) * d
     else:
-        items = tuple(value)  # type: ignore[arg-type]
+        items: tuple[Any, ...] = tuple(value)  # type: ignore[arg-type]
         if len(items) != d:
             raise ArgumentError(
                 f"padding: expected an int, {d} ints or {d} (before, after) pairs, got {value!r}"
@@ -192,8 +193,15 @@ def pad(x: object, pairs: Sequence[tuple[int, int]], mode: str = "zeros") -> np.
                 break
             src.append(s)
         else:
-            out[(Ellipsis, *jpad)] = x[(Ellipsis, *src)]
+            dst_index: tuple[Any, ...] = (Ellipsis, *jpad)
+            src_index: tuple[Any, ...] = (Ellipsis, *src)
+            out[dst_index] = x[src_index]
     return out
+
+
+def _at(position: Sequence[int]) -> tuple[Any, ...]:
+    """Index of one spatial position for every sample and channel: ``[:, :, *position]``."""
+    return (slice(None), slice(None), *position)
 
 
 def _out_size(n_padded: int, k: int, s: int, dl: int) -> int:
@@ -437,13 +445,15 @@ def _pool_out_size(n: int, k: int, s: int, p: int, dl: int, ceil_mode: bool) -> 
     return out
 
 
-def _pool_args(x, kernel_size, stride, padding, dilation):
+def _pool_args(
+    x: np.ndarray, kernel_size: Any, stride: Any, padding: Any, dilation: Any
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     d = _check_input(x)
     kernel = _per_dim("kernel_size", kernel_size, d, 1)
     stride = kernel if stride is None else _per_dim("stride", stride, d, 1)
     padding = _per_dim("padding", padding, d, 0)
     dilation = _per_dim("dilation", dilation, d, 1)
-    return d, kernel, stride, padding, dilation
+    return kernel, stride, padding, dilation
 
 
 def max_pool(
@@ -469,22 +479,22 @@ def max_pool(
     [[[3.0, 5.0, 4.0]]]
     """
     x = _as_float64("x", x)
-    d, kernel, stride, padding, dilation = _pool_args(x, kernel_size, stride, padding, dilation)
+    kernel, strides, pads, dils = _pool_args(x, kernel_size, stride, padding, dilation)
     sizes = x.shape[2:]
     out_shape = tuple(
         _pool_out_size(n, k, s, p, dl, bool(ceil_mode))
-        for n, k, s, p, dl in zip(sizes, kernel, stride, padding, dilation)
+        for n, k, s, p, dl in zip(sizes, kernel, strides, pads, dils)
     )
     y = np.full(x.shape[:2] + out_shape, -np.inf)
     for i in np.ndindex(*out_shape):
         # window positions per dim that fall inside the input; all others read -inf
         per_dim = [
             [ii * s - p + a * dl for a in range(k) if 0 <= ii * s - p + a * dl < n]
-            for ii, s, p, dl, k, n in zip(i, stride, padding, dilation, kernel, sizes)
+            for ii, s, p, dl, k, n in zip(i, strides, pads, dils, kernel, sizes)
         ]
-        values = [x[(slice(None), slice(None), *j)] for j in itertools.product(*per_dim)]
+        values = [x[_at(j)] for j in itertools.product(*per_dim)]
         if values:
-            y[(slice(None), slice(None), *i)] = np.max(np.stack(values), axis=0)
+            y[_at(i)] = np.max(np.stack(values), axis=0)
     return y
 
 
@@ -514,28 +524,29 @@ def avg_pool(
     [[[2.0, 4.0]]]
     """
     x = _as_float64("x", x)
-    d, kernel, stride, padding, _ = _pool_args(x, kernel_size, stride, padding, 1)
+    kernel, strides, pads, _ = _pool_args(x, kernel_size, stride, padding, 1)
     sizes = x.shape[2:]
     out_shape = tuple(
         _pool_out_size(n, k, s, p, 1, bool(ceil_mode))
-        for n, k, s, p in zip(sizes, kernel, stride, padding)
+        for n, k, s, p in zip(sizes, kernel, strides, pads)
     )
     y = np.zeros(x.shape[:2] + out_shape)
     for i in np.ndindex(*out_shape):
-        starts = [ii * s - p for ii, s, p in zip(i, stride, padding)]
+        starts = [ii * s - p for ii, s, p in zip(i, strides, pads)]
         inside = [
             [j for j in range(st, st + k) if 0 <= j < n]
             for st, k, n in zip(starts, kernel, sizes)
         ]
         total = np.zeros(x.shape[:2])
         for j in itertools.product(*inside):
-            total += x[(slice(None), slice(None), *j)]
+            total += x[_at(j)]
+        divisor: int
         if count_include_pad:
             divisor = math.prod(
                 len([j for j in range(st, st + k) if -p <= j < n + p])
-                for st, k, n, p in zip(starts, kernel, sizes, padding)
+                for st, k, n, p in zip(starts, kernel, sizes, pads)
             )
         else:
             divisor = math.prod(len(js) for js in inside)
-        y[(slice(None), slice(None), *i)] = total / divisor if divisor else np.nan
+        y[_at(i)] = total / divisor if divisor else np.nan
     return y
