@@ -60,6 +60,11 @@ DEFAULT = [c.name for c in SUITE if not c.name.startswith("image-filter")]
 
 
 def median_time(fn, repeat: int, warmup: int = 2) -> float:
+    # OpenBLAS's and torch's worker threads spin for a while after a call; on 2 cores one
+    # library's spinning pool steals the other's cores. A pause before each block lets the
+    # other library's pool go idle; within the block calls run back to back, as in a training
+    # loop (a pause between calls would time the pool waking up instead).
+    time.sleep(0.5)
     for _ in range(warmup):
         fn()
     times = []

@@ -1,7 +1,7 @@
 """Shared test settings: Hypothesis profiles and the oracle tally.
 
-Profiles: ``ci`` (default, a representative sample that keeps CI within minutes on 2 cores) and
-``full`` (``FC2CONV_FULL=1``: ten times the examples, and the ``slow`` tests run too).
+Profiles: ``ci`` (default, 100 examples per test, a representative sample that keeps CI within minutes on 2 cores) and
+``full`` (``FC2CONV_FULL=1``: 400 examples per test, and the ``slow`` tests run too).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ FULL = os.environ.get("FC2CONV_FULL") == "1"
 
 settings.register_profile(
     "ci",
-    max_examples=40,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,

@@ -111,10 +111,14 @@ def _flat_window(xp: Any, xg: Any, offset: tuple[int, ...], spec: ConvSpec) -> A
 
 def _columns(xp: Any, xg: Any, spec: ConvSpec) -> Any:
     """The im2col buffer ``(G, C_in/G * K, N * P)``, kernel offsets inner (like ``w``)."""
-    parts = [xg[window(o, spec.stride, spec.dilation, spec.out_size)]
-             for o in offsets(spec.kernel)]
-    cols = xp.stack(parts, axis=2)  # (G, C_in/G, K, N, *S_out)
-    return xp.reshape(cols, (cols.shape[0], cols.shape[1] * cols.shape[2], -1))
+    g, cg, n = xg.shape[:3]
+    kk = math.prod(spec.kernel)
+    # Filling a preallocated buffer is several times faster than xp.stack of strided views.
+    cols = xp.empty((g, cg, kk, n, *spec.out_size), dtype=xg.dtype,
+                    device=array_api_compat.device(xg))
+    for k, offset in enumerate(offsets(spec.kernel)):
+        cols[:, :, k, ...] = xg[window(offset, spec.stride, spec.dilation, spec.out_size)]
+    return xp.reshape(cols, (g, cg * kk, -1))
 
 
 def _per_offset(xp: Any, w: Any, spec: ConvSpec) -> Any:
