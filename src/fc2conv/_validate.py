@@ -287,20 +287,9 @@ def conv_spec(
     method: Any = "auto",
 ) -> ConvSpec:
     """Check the arguments of ``correlate``/``convolve``; ``w: (C_out, C_in // groups, *K)``."""
-    xp = check_arrays(x=x, w=w, bias=bias)
-    ndim = _check_batched("x", x)
-    if w.ndim != x.ndim:
-        raise ShapeError(
-            f"w must have shape (C_out, C_in // groups, *K) with {ndim} kernel dims to match x "
-            f"of shape {tuple(x.shape)}; got shape {tuple(w.shape)}"
-        )
-    if any(s == 0 for s in w.shape):
-        raise ShapeError(f"w has a zero-sized axis: shape {tuple(w.shape)}")
+    xp, ndim, groups = _conv_arrays(x, w, bias, groups, "(C_out, C_in // groups, *K)")
     batch, c_in, *in_size = (int(s) for s in x.shape)
     c_out, c_per_group, *kernel = (int(s) for s in w.shape)
-    groups = _int("groups", groups)
-    if groups < 1:
-        raise ArgumentError(f"groups must be a positive integer; got {groups}")
     if c_in % groups or c_out % groups:
         raise ShapeError(
             f"groups={groups} must divide both C_in={c_in} (x.shape[1]) and "
@@ -343,20 +332,9 @@ def conv_transpose_spec(
     The returned spec describes the *forward correlation* whose adjoint conv_transpose is:
     it maps the transpose's output (``in_size`` of the spec) to its input (``out_size``).
     """
-    xp = check_arrays(x=x, w=w, bias=bias)
-    ndim = _check_batched("x", x)
-    if w.ndim != x.ndim:
-        raise ShapeError(
-            f"w must have shape (C_in, C_out // groups, *K) with {ndim} kernel dims to match x "
-            f"of shape {tuple(x.shape)}; got shape {tuple(w.shape)}"
-        )
-    if any(s == 0 for s in w.shape):
-        raise ShapeError(f"w has a zero-sized axis: shape {tuple(w.shape)}")
+    xp, ndim, groups = _conv_arrays(x, w, bias, groups, "(C_in, C_out // groups, *K)")
     batch, c_in, *m_size = (int(s) for s in x.shape)
     w_in, c_out_per_group, *kernel = (int(s) for s in w.shape)
-    groups = _int("groups", groups)
-    if groups < 1:
-        raise ArgumentError(f"groups must be a positive integer; got {groups}")
     if w_in != c_in:
         raise ShapeError(
             f"w.shape[0] must equal C_in = x.shape[1] = {c_in} for conv_transpose "
@@ -391,6 +369,23 @@ def conv_transpose_spec(
         in_size=n_size, kernel=tuple(kernel), stride=stride_t, dilation=dilation_t,
         pads=pads, padding_mode="zeros", out_size=tuple(m_size),
     )
+
+
+def _conv_arrays(x: Any, w: Any, bias: Any, groups: Any, w_layout: str) -> tuple[Any, int, int]:
+    """What every convolution checks first: arrays, ranks, groups. Returns (xp, ndim, groups)."""
+    xp = check_arrays(x=x, w=w, bias=bias)
+    ndim = _check_batched("x", x)
+    if w.ndim != x.ndim:
+        raise ShapeError(
+            f"w must have shape {w_layout} with {ndim} kernel dims to match x "
+            f"of shape {tuple(x.shape)}; got shape {tuple(w.shape)}"
+        )
+    if any(s == 0 for s in w.shape):
+        raise ShapeError(f"w has a zero-sized axis: shape {tuple(w.shape)}")
+    groups = _int("groups", groups)
+    if groups < 1:
+        raise ArgumentError(f"groups must be a positive integer; got {groups}")
+    return xp, ndim, groups
 
 
 def _check_bias(bias: Any, c_out: int) -> None:
