@@ -38,7 +38,7 @@ def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:
         y = None
         w_k = _per_offset(xp, w, spec)
         for k, offset in enumerate(offsets(spec.kernel)):
-            term = w_k[k, ...] @ _flat_window(xp, xg, offset, spec)
+            term = _product(w_k[k, ...], _flat_window(xp, xg, offset, spec))
             if y is None:
                 y = term
             else:
@@ -63,7 +63,7 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str) -> A
         w_k = _per_offset(xp, w, spec)
         for k, offset in enumerate(offsets(spec.kernel)):
             index = window(offset, spec.stride, spec.dilation, spec.out_size)
-            gx[index] += xp.reshape(w_k[k, ...].mT @ gy, out_shape)
+            gx[index] += xp.reshape(_product(w_k[k, ...].mT, gy), out_shape)
     return _batch_major(xp, gx)
 
 
@@ -119,6 +119,15 @@ def _columns(xp: Any, xg: Any, spec: ConvSpec) -> Any:
     for k, offset in enumerate(offsets(spec.kernel)):
         cols[:, :, k, ...] = xg[window(offset, spec.stride, spec.dilation, spec.out_size)]
     return xp.reshape(cols, (g, cg * kk, -1))
+
+
+def _product(a: Any, b: Any) -> Any:
+    """``a @ b`` for stacks of matrices; a broadcast multiply when the inner size is 1.
+
+    Depthwise layers make every per-offset product an outer product, which NumPy's matmul
+    runs outside BLAS several times slower than the equivalent elementwise multiply.
+    """
+    return a * b if a.shape[-1] == 1 else a @ b
 
 
 def _per_offset(xp: Any, w: Any, spec: ConvSpec) -> Any:

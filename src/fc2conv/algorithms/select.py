@@ -26,8 +26,10 @@ def choose(spec: ConvSpec) -> str:
         return spec.method
     kernel_volume = math.prod(spec.kernel)
     if kernel_volume == 1:
-        return "shift"  # a 1x1 kernel is one GEMM on the (strided) input, nothing to stack
+        return "shift"  # a 1x1 kernel is one GEMM on the (strided) input: nothing to stack
     c_per_group = spec.in_channels // spec.groups
+    if c_per_group == 1:
+        return "shift"  # depthwise: broadcast multiply-adds beat a stack of tiny GEMMs
     columns = c_per_group * kernel_volume * spec.batch * math.prod(spec.out_size) * spec.groups
     if c_per_group >= SHIFT_MIN_CHANNELS or columns > COLUMN_BUDGET_ELEMENTS:
         return "shift"
