@@ -1,7 +1,7 @@
 """Shared test settings: Hypothesis profiles and the oracle tally.
 
-Profiles: ``ci`` (default, 100 examples per test, a representative sample that keeps CI within minutes on 2 cores) and
-``full`` (``FC2CONV_FULL=1``: 400 examples per test, and the ``slow`` tests run too).
+Profiles: ``ci`` (default, 100 examples per test, a representative sample that keeps CI
+within minutes on 2 cores) and ``full`` (``FC2CONV_FULL=1``: 400 examples per test, and the ``slow`` tests run too).
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
-
 from _record import CASES, MAX_ERROR
+from hypothesis import HealthCheck, settings
 
 FULL = os.environ.get("FC2CONV_FULL") == "1"
 
