@@ -1,7 +1,8 @@
 """Shared test settings: Hypothesis profiles and the oracle tally.
 
 Profiles: ``ci`` (default, 100 examples per test, a representative sample that keeps CI
-within minutes on 2 cores) and ``full`` (``FC2CONV_FULL=1``: 400 examples per test, and the ``slow`` tests run too).
+within minutes on 2 cores) and ``full`` (``FC2CONV_FULL=1``: 400 examples per test, and the
+``slow`` tests run too).
 """
 
 from __future__ import annotations
