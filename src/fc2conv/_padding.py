@@ -94,8 +94,12 @@ def source_index(mode: str, n: int, before: int, after: int) -> np.ndarray:
     return idx
 
 
-def pad(xp: Any, x: Any, pads: tuple[tuple[int, int], ...], mode: str) -> Any:
-    """Pad the trailing ``len(pads)`` axes of ``x``: ``(..., *S) -> (..., *S_padded)``."""
+def pad(xp: Any, x: Any, pads: tuple[tuple[int, int], ...], mode: str, *,
+        fill: float = 0.0) -> Any:
+    """Pad the trailing ``len(pads)`` axes of ``x``: ``(..., *S) -> (..., *S_padded)``.
+
+    ``mode="zeros"`` pads with the constant ``fill`` (max pooling pads with ``-inf``).
+    """
     first_axis = x.ndim - len(pads)
     for offset, (before, after) in enumerate(pads):
         if before == 0 and after == 0:
@@ -108,11 +112,11 @@ def pad(xp: Any, x: Any, pads: tuple[tuple[int, int], ...], mode: str) -> Any:
             parts = []
             if before:
                 shape[axis] = before
-                parts.append(xp.zeros(tuple(shape), dtype=x.dtype, device=device))
+                parts.append(xp.full(tuple(shape), fill, dtype=x.dtype, device=device))
             parts.append(x)
             if after:
                 shape[axis] = after
-                parts.append(xp.zeros(tuple(shape), dtype=x.dtype, device=device))
+                parts.append(xp.full(tuple(shape), fill, dtype=x.dtype, device=device))
             x = xp.concat(parts, axis=axis)
         else:
             # A copy: the cached index is read-only, which torch warns about.

@@ -162,7 +162,7 @@ def avg_pool_vjp(
 def _max_forward(spec: _validate.PoolSpec, x: Any) -> tuple[Any, Any]:
     """The pooled maxima and, per output, the index of the offset that won."""
     xp = spec.xp
-    x_pad = _pad_with(xp, x, spec.pads, -math.inf)
+    x_pad = _padding.pad(xp, x, spec.pads, "zeros", fill=-math.inf)
     best = winner = None
     for k, offset in enumerate(offsets(spec.kernel)):
         part = x_pad[window(offset, spec.stride, spec.dilation, spec.out_size)]
@@ -175,15 +175,6 @@ def _max_forward(spec: _validate.PoolSpec, x: Any) -> tuple[Any, Any]:
         best = xp.where(better, part, best)
         winner = xp.where(better, xp.asarray(k, dtype=xp.int64), winner)
     return best, winner
-
-
-def _pad_with(xp: Any, x: Any, pads: tuple[tuple[int, int], ...], value: float) -> Any:
-    if all(p == (0, 0) for p in pads):
-        return x
-    out = xp.full((*x.shape[:2], *(n + b + a for n, (b, a) in zip(x.shape[2:], pads))),
-                  value, dtype=x.dtype, device=array_api_compat.device(x))
-    out[(Ellipsis, *(slice(b, b + n) for n, (b, _) in zip(x.shape[2:], pads)))] = x
-    return out
 
 
 def _divisor(xp: Any, spec: _validate.PoolSpec, count_include_pad: bool, x: Any) -> Any:
