@@ -12,7 +12,15 @@ NumPy arrays or any array-API array (PyTorch, CuPy, ...), with gradients in
 
 from ._aliases import fixed_rank as _fixed_rank
 from ._errors import ArgumentError, DTypeError, Fc2convError, ShapeError
-from .functional import avg_pool, conv_transpose, convolve, correlate, max_pool
+from .functional import (
+    avg_pool,
+    conv_transpose,
+    convolve,
+    correlate,
+    dense_grid,
+    local_correlate,
+    max_pool,
+)
 
 __version__ = "0.1.0"
 
@@ -33,29 +41,31 @@ __test__ = {
 }
 
 __all__ = [
-    "correlate",
-    "convolve",
-    "conv_transpose",
-    "max_pool",
+    "ArgumentError",
+    "DTypeError",
+    "Fc2convError",
+    "ShapeError",
+    "__version__",
     "avg_pool",
-    "correlate1d",
-    "correlate2d",
-    "correlate3d",
-    "convolve1d",
-    "convolve2d",
-    "convolve3d",
-    "conv_transpose1d",
-    "conv_transpose2d",
-    "conv_transpose3d",
-    "max_pool1d",
-    "max_pool2d",
-    "max_pool3d",
     "avg_pool1d",
     "avg_pool2d",
     "avg_pool3d",
-    "Fc2convError",
-    "ShapeError",
-    "ArgumentError",
-    "DTypeError",
-    "__version__",
+    "conv_transpose",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "convolve",
+    "convolve1d",
+    "convolve2d",
+    "convolve3d",
+    "correlate",
+    "correlate1d",
+    "correlate2d",
+    "correlate3d",
+    "dense_grid",
+    "local_correlate",
+    "max_pool",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
 ]

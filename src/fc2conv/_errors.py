@@ -7,7 +7,7 @@ exception a caller would expect (``ValueError`` or ``TypeError``), so both
 
 from __future__ import annotations
 
-__all__ = ["Fc2convError", "ShapeError", "ArgumentError", "DTypeError"]
+__all__ = ["ArgumentError", "DTypeError", "Fc2convError", "ShapeError"]
 
 
 class Fc2convError(Exception):

@@ -25,6 +25,8 @@ __all__ = [
     "check_spatial_rank",
     "conv_spec",
     "conv_transpose_spec",
+    "dense_grid_spec",
+    "local_spec",
     "pool_spec",
 ]
 
@@ -393,6 +395,119 @@ def _check_bias(bias: Any, c_out: int) -> None:
         raise ShapeError(
             f"bias must have shape (C_out,) = ({c_out},); got shape {tuple(bias.shape)}"
         )
+
+
+def _check_position_bias(bias: Any, out_size: tuple[int, ...], c_out: int) -> bool:
+    """Bias of an untied layer: ``(*S_out, C_out)`` or shared ``(C_out,)``. True if per position."""
+    if bias is None:
+        return False
+    shape = tuple(int(s) for s in bias.shape)
+    if shape == (c_out,):
+        return False
+    if shape == (*out_size, c_out):
+        return True
+    raise ShapeError(
+        f"bias must have shape (*S_out, C_out) = {(*out_size, c_out)} (one per output position) "
+        f"or (C_out,) = ({c_out},) (shared); got shape {shape}"
+    )
+
+
+def local_spec(
+    x: Any,
+    w: Any,
+    bias: Any,
+    *,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    padding_mode: Any,
+) -> tuple[ConvSpec, bool]:
+    """Check ``local_correlate``'s arguments; ``w: (*S_out, C_out, C_in, *K)``.
+
+    Returns the spec (``groups=1``) and whether the bias is per position.
+    """
+    xp = check_arrays(x=x, w=w, bias=bias)
+    ndim = _check_batched("x", x)
+    batch, c_in, *in_size = (int(s) for s in x.shape)
+    layout = "(*S_out, C_out, C_in, *K)"
+    if w.ndim != 2 * ndim + 2:
+        raise ShapeError(
+            f"w must have shape {layout} ({2 * ndim + 2} axes for {ndim} spatial dims, x of "
+            f"shape {tuple(x.shape)}); got shape {tuple(w.shape)}"
+        )
+    if any(s == 0 for s in w.shape):
+        raise ShapeError(f"w has a zero-sized axis: shape {tuple(w.shape)}")
+    w_out = tuple(int(s) for s in w.shape[:ndim])
+    c_out, w_c_in = int(w.shape[ndim]), int(w.shape[ndim + 1])
+    kernel = tuple(int(s) for s in w.shape[ndim + 2:])
+    if w_c_in != c_in:
+        raise ShapeError(
+            f"w.shape[{ndim + 1}] must be C_in = {c_in} (w is {layout}); got w of shape "
+            f"{tuple(w.shape)} for x of shape {tuple(x.shape)}"
+        )
+    stride_t = per_axis("stride", stride, ndim, minimum=1)
+    dilation_t = per_axis("dilation", dilation, ndim, minimum=1)
+    mode = _choice("padding_mode", padding_mode, PADDING_MODES, _MODE_SYNONYMS)
+    pads = padding_pairs(padding, tuple(in_size), kernel, stride_t, dilation_t)
+    padded = tuple(n + b + a for n, (b, a) in zip(in_size, pads))
+    _check_kernel_fits(kernel, dilation_t, padded, in_size, pads)
+    out = tuple(_out_len(p, k, s, d) for p, k, s, d in zip(padded, kernel, stride_t, dilation_t))
+    if out != w_out:
+        raise ShapeError(
+            f"w holds one kernel per output position, so w.shape[:{ndim}] must be S_out = {out} "
+            f"(x of shape {tuple(x.shape)}, kernel {kernel}, stride {stride_t}, dilation "
+            f"{dilation_t}, padding {pads}); got w of shape {tuple(w.shape)}"
+        )
+    per_position = _check_position_bias(bias, out, c_out)
+    spec = ConvSpec(
+        xp=xp, ndim=ndim, batch=batch, in_channels=c_in, out_channels=c_out, groups=1,
+        in_size=tuple(in_size), kernel=kernel, stride=stride_t, dilation=dilation_t,
+        pads=pads, padding_mode=mode, out_size=out,
+    )
+    return spec, per_position
+
+
+@dataclass(frozen=True)
+class DenseGridSpec:
+    """Shapes of a dense-on-grid product ``w: (*S_out, C_out, C_in, *S_in)``."""
+
+    xp: Any
+    batch: int
+    in_channels: int
+    out_channels: int
+    in_size: tuple[int, ...]
+    out_size: tuple[int, ...]
+    bias_per_position: bool
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.batch, self.out_channels, *self.out_size)
+
+
+def dense_grid_spec(x: Any, w: Any, bias: Any) -> DenseGridSpec:
+    """Check ``dense_grid``'s arguments; ``w: (*S_out, C_out, C_in, *S_in)``."""
+    xp = check_arrays(x=x, w=w, bias=bias)
+    ndim = _check_batched("x", x)
+    batch, c_in, *in_size = (int(s) for s in x.shape)
+    layout = "(*S_out, C_out, C_in, *S_in)"
+    if w.ndim != 2 * ndim + 2:
+        raise ShapeError(
+            f"w must have shape {layout} ({2 * ndim + 2} axes for {ndim} spatial dims, x of "
+            f"shape {tuple(x.shape)}); got shape {tuple(w.shape)}"
+        )
+    shape = tuple(int(s) for s in w.shape)
+    if any(s == 0 for s in shape):
+        raise ShapeError(f"w has a zero-sized axis: shape {shape}")
+    if shape[ndim + 1:] != (c_in, *in_size):
+        raise ShapeError(
+            f"w must have shape {layout} with (C_in, *S_in) = {(c_in, *in_size)} taken from x "
+            f"of shape {tuple(x.shape)}; got w of shape {shape}"
+        )
+    out_size, c_out = shape[:ndim], shape[ndim]
+    per_position = _check_position_bias(bias, out_size, c_out)
+    return DenseGridSpec(xp=xp, batch=batch, in_channels=c_in, out_channels=c_out,
+                         in_size=tuple(in_size), out_size=out_size,
+                         bias_per_position=per_position)
 
 
 def pool_spec(

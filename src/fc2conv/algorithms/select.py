@@ -12,7 +12,7 @@ import math
 
 from .._validate import ConvSpec
 
-__all__ = ["choose", "COLUMN_BUDGET_ELEMENTS"]
+__all__ = ["COLUMN_BUDGET_ELEMENTS", "choose"]
 
 # 32 Mi elements (128 MiB in float32): larger column buffers page-fault more than they save.
 COLUMN_BUDGET_ELEMENTS = 1 << 25

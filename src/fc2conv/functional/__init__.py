@@ -12,17 +12,22 @@ from .conv import (
     correlate,
     correlate_vjp,
 )
+from .local import dense_grid, dense_grid_vjp, local_correlate, local_correlate_vjp
 from .pool import avg_pool, avg_pool_vjp, max_pool, max_pool_vjp
 
 __all__ = [
-    "correlate",
-    "convolve",
-    "conv_transpose",
-    "max_pool",
     "avg_pool",
-    "correlate_vjp",
-    "convolve_vjp",
-    "conv_transpose_vjp",
-    "max_pool_vjp",
     "avg_pool_vjp",
+    "conv_transpose",
+    "conv_transpose_vjp",
+    "convolve",
+    "convolve_vjp",
+    "correlate",
+    "correlate_vjp",
+    "dense_grid",
+    "dense_grid_vjp",
+    "local_correlate",
+    "local_correlate_vjp",
+    "max_pool",
+    "max_pool_vjp",
 ]

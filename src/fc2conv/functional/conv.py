@@ -15,12 +15,12 @@ from .. import _padding, _validate
 from ..algorithms import choose, gemm
 
 __all__ = [
-    "correlate",
-    "convolve",
     "conv_transpose",
-    "correlate_vjp",
-    "convolve_vjp",
     "conv_transpose_vjp",
+    "convolve",
+    "convolve_vjp",
+    "correlate",
+    "correlate_vjp",
 ]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from .. import _padding, _validate
 from .._windows import offsets, window
 
-__all__ = ["max_pool", "avg_pool", "max_pool_vjp", "avg_pool_vjp"]
+__all__ = ["avg_pool", "avg_pool_vjp", "max_pool", "max_pool_vjp"]
 
 
 def max_pool(
