@@ -409,3 +409,263 @@ def test_float32_input_is_computed_in_float64() -> None:
 def test_errors(call, error) -> None:
     with pytest.raises(error):
         call()
+
+
+# ---------------------------------------------------------------------------------------------
+# untied layers: local_correlate and dense_grid vs correlate, einsum and torch unfold
+# ---------------------------------------------------------------------------------------------
+
+# (N, C_in, S, C_out, K, stride, padding, dilation)
+LOCAL_CASES = [
+    (2, 2, (7,), 3, (3,), 1, 1, 1),
+    (1, 3, (9,), 2, (2,), 2, "same", 2),
+    (2, 1, (5,), 2, (3,), 1, "full", 1),
+    (1, 2, (6,), 1, (4,), 3, ((2, 1),), 1),
+    (2, 2, (5, 6), 3, (3, 2), (2, 1), (1, 0), (1, 2)),
+    (1, 2, (6, 5), 2, (2, 3), 1, "same", 1),
+    (1, 1, (4, 5), 2, (3, 3), (1, 2), ((2, 0), (1, 3)), 1),
+    (2, 2, (5, 4), 1, (2, 2), 1, "valid", 1),
+    (1, 2, (4, 3, 4), 2, (2, 2, 3), (1, 2, 1), (1, 1, 0), (2, 1, 1)),
+    (1, 1, (3, 4, 3), 2, (2, 3, 2), 1, "full", 1),
+]
+
+
+def _local_case(case):
+    n, c_in, shape, c_out, kshape, stride, padding, dilation = case
+    rng = rng_for("local", case)
+    x = rng.standard_normal((n, c_in, *shape))
+    k = rng.standard_normal((c_out, c_in, *kshape))
+    return rng, x, k, {"stride": stride, "padding": padding, "dilation": dilation}
+
+
+def _tied(k: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
+    """The same kernel ``(C_out, C_in, *K)`` at every output position."""
+    return np.broadcast_to(k, (*out_shape, *k.shape)).copy()
+
+
+def _channels_first(b: np.ndarray) -> np.ndarray:
+    """A per-position bias ``(*S_out, C_out)`` laid out like an output ``(1, C_out, *S_out)``."""
+    return np.moveaxis(b, -1, 0)[None]
+
+
+@pytest.mark.parametrize("case", LOCAL_CASES)
+@pytest.mark.parametrize("mode", ref.PADDING_MODES)
+@pytest.mark.parametrize("bias", ["none", "shared", "per-position"])
+def test_local_correlate_tied_is_correlate(case, mode, bias) -> None:
+    rng, x, k, kw = _local_case(case)
+    expected = ref.correlate(x, k, padding_mode=mode, **kw)
+    out_shape = expected.shape[2:]
+    c_out = k.shape[0]
+    if bias == "shared":
+        b = rng.standard_normal(c_out)
+        expected = ref.correlate(x, k, b, padding_mode=mode, **kw)
+    elif bias == "per-position":
+        b = rng.standard_normal((*out_shape, c_out))
+        expected = expected + _channels_first(b)
+    else:
+        b = None
+    assert_close(ref.local_correlate(x, _tied(k, out_shape), b, padding_mode=mode, **kw),
+                 expected)
+
+
+@given(
+    d=st.integers(1, 3),
+    mode=st.sampled_from(ref.PADDING_MODES),
+    data=st.data(),
+)
+def test_local_correlate_tied_is_correlate_random(d, mode, data) -> None:
+    shape = tuple(data.draw(st.lists(st.integers(1, 5), min_size=d, max_size=d)))
+    kshape = tuple(data.draw(st.lists(st.integers(1, 3), min_size=d, max_size=d)))
+    stride = tuple(data.draw(st.lists(st.integers(1, 3), min_size=d, max_size=d)))
+    dilation = tuple(data.draw(st.lists(st.integers(1, 2), min_size=d, max_size=d)))
+    padding = data.draw(
+        st.one_of(
+            st.sampled_from(["valid", "same", "full"]),
+            st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=d, max_size=d),
+        )
+    )
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "padding_mode": mode}
+    rng = rng_for("local-random", shape, kshape, stride, dilation, padding, mode)
+    x = rng.standard_normal((1, 2, *shape))
+    k = rng.standard_normal((2, 2, *kshape))
+    try:
+        expected = ref.correlate(x, k, **kw)
+    except ShapeError:  # the dilated kernel does not fit: local_correlate refuses it too
+        with pytest.raises(ShapeError):
+            ref.local_correlate(x, np.ones((*(1,) * d, 2, 2, *kshape)), **kw)
+        return
+    assert_close(ref.local_correlate(x, _tied(k, expected.shape[2:]), **kw), expected)
+
+
+EINSUM_DENSE = {1: "aocx,ncx->noa", 2: "abocxy,ncxy->noab", 3: "abeocxyz,ncxyz->noabe"}
+
+
+@pytest.mark.parametrize(
+    "in_shape,out_shape",
+    [((5,), (5,)), ((6,), (3,)), ((2,), (7,)), ((3, 4), (3, 4)), ((4, 3), (2, 5)),
+     ((2, 3, 2), (3, 2, 2)), ((3, 2, 2), (1, 1, 1))],
+)
+@pytest.mark.parametrize("bias", ["none", "shared", "per-position"])
+def test_dense_grid_matches_einsum_and_matmul(in_shape, out_shape, bias) -> None:
+    rng = rng_for("dense", in_shape, out_shape, bias)
+    n, c_in, c_out = 2, 3, 2
+    x = rng.standard_normal((n, c_in, *in_shape))
+    w = rng.standard_normal((*out_shape, c_out, c_in, *in_shape))
+    b, b_out = None, np.zeros((1, c_out, *out_shape))  # b_out: the bias laid out as y
+    if bias == "shared":
+        b = rng.standard_normal(c_out)
+        b_out = b_out + b.reshape((1, c_out) + (1,) * len(out_shape))
+    elif bias == "per-position":
+        b = rng.standard_normal((*out_shape, c_out))
+        b_out = b_out + _channels_first(b)
+    y = ref.dense_grid(x, w, b)
+    assert y.shape == (n, c_out, *out_shape)
+    assert_close(y, np.einsum(EINSUM_DENSE[len(in_shape)], w, x) + b_out)
+    # a fully-connected layer on the flattened vectors: x_flat @ M + b, M[(c, q), (o, p)]
+    m = w.reshape(np.prod(out_shape), c_out, -1).transpose(2, 1, 0).reshape(x[0].size, -1)
+    assert_close(y.reshape(n, -1), x.reshape(n, -1) @ m + b_out.reshape(1, -1))
+
+
+def _scatter_kernel(k, in_shape, stride, dilation, pairs):
+    """The dense weight ``W[p, o, c, q] = k[o, c, a]`` for ``q = p*stride + a*dilation - pad``."""
+    c_out, c_in, *kshape = k.shape
+    out_shape = tuple(
+        (n + pb + pa - dl * (kk - 1) - 1) // s + 1
+        for n, kk, s, dl, (pb, pa) in zip(in_shape, kshape, stride, dilation, pairs)
+    )
+    w = np.zeros((*out_shape, c_out, c_in, *in_shape))
+    for p in np.ndindex(*out_shape):
+        for a in np.ndindex(*kshape):
+            q = tuple(pp * s + aa * dl - pb
+                      for pp, aa, s, dl, (pb, _) in zip(p, a, stride, dilation, pairs))
+            if all(0 <= qq < n for qq, n in zip(q, in_shape)):  # else it reads zero padding
+                w[(*p, slice(None), slice(None), *q)] += k[(slice(None), slice(None), *a)]
+    return w
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("kshape", [(3, 3, 3), (2, 3, 2), (1, 4, 3)])
+def test_dense_grid_with_scattered_kernel_is_same_correlation(d, kshape) -> None:
+    kshape = kshape[:d]
+    in_shape = (5, 4, 3)[:d]
+    rng = rng_for("scatter-same", d, kshape)
+    x = rng.standard_normal((2, 2, *in_shape))
+    k = rng.standard_normal((3, 2, *kshape))
+    b = rng.standard_normal(3)
+    # "same" with stride 1: total padding K - 1, the extra one after
+    pairs = tuple(((kk - 1) // 2, kk - 1 - (kk - 1) // 2) for kk in kshape)
+    w = _scatter_kernel(k, in_shape, (1,) * d, (1,) * d, pairs)
+    assert w.shape[:d] == in_shape
+    assert_close(ref.dense_grid(x, w, b), ref.correlate(x, k, b, padding="same"))
+
+
+@pytest.mark.parametrize("case", [c for c in LOCAL_CASES if not isinstance(c[6], str)])
+def test_dense_grid_with_scattered_kernel_is_strided_correlation(case) -> None:
+    _, x, k, kw = _local_case(case)
+    d = x.ndim - 2
+    per = [v if isinstance(v, tuple) else (v,) * d for v in (kw["stride"], kw["dilation"])]
+    pads = kw["padding"] if isinstance(kw["padding"], tuple) else (kw["padding"],) * d
+    pairs = tuple(p if isinstance(p, tuple) else (p, p) for p in pads)
+    w = _scatter_kernel(k, x.shape[2:], per[0], per[1], pairs)
+    assert_close(ref.dense_grid(x, w), ref.correlate(x, k, **kw))
+
+
+# (N, C_in, (H, W), C_out, (kh, kw), stride, (before, after) pairs, dilation)
+UNFOLD_CASES = [
+    (2, 2, (6, 5), 3, (3, 2), 1, ((1, 1), (0, 0)), 1),
+    (1, 3, (7, 7), 2, (3, 3), (2, 1), ((1, 2), (2, 1)), (1, 2)),
+    (2, 1, (5, 6), 2, (2, 3), (1, 2), ((0, 1), (1, 1)), 2),
+    (1, 2, (4, 4), 1, (4, 1), 1, ((0, 0), (0, 0)), 1),
+]
+
+
+@pytest.mark.parametrize("case", UNFOLD_CASES)
+@pytest.mark.parametrize("mode", ["zeros", *sorted(TORCH_MODE)])
+@pytest.mark.parametrize("bias", ["none", "shared", "per-position"])
+def test_local_correlate_matches_torch_unfold(case, mode, bias) -> None:
+    n, c_in, shape, c_out, kshape, stride, pairs, dilation = case
+    rng = rng_for("unfold", case, mode, bias)
+    x = rng.standard_normal((n, c_in, *shape))
+    # torch pads first (F.pad wants the last dim first), then unfolds the padded input
+    flat_pad = [v for pair in reversed(pairs) for v in pair]
+    xp = F.pad(t(x), flat_pad, mode="constant" if mode == "zeros" else TORCH_MODE[mode])
+    cols = F.unfold(xp, kshape, dilation=dilation, stride=stride)  # (N, C_in*kh*kw, L)
+    s2 = (stride,) * 2 if isinstance(stride, int) else stride
+    d2 = (dilation,) * 2 if isinstance(dilation, int) else dilation
+    out_shape = tuple((m - dl * (k - 1) - 1) // s + 1
+                      for m, k, s, dl in zip(xp.shape[2:], kshape, s2, d2))
+    assert cols.shape[-1] == np.prod(out_shape)
+    w = rng.standard_normal((*out_shape, c_out, c_in, *kshape))  # a fresh kernel per position
+    wt = t(w.reshape(cols.shape[-1], c_out, -1))  # (L, C_out, C_in*kh*kw)
+    theirs = torch.einsum("nkl,lok->nol", cols, wt).reshape(n, c_out, *out_shape).numpy()
+    b = None
+    if bias == "shared":
+        b = rng.standard_normal(c_out)
+        theirs = theirs + b[None, :, None, None]
+    elif bias == "per-position":
+        b = rng.standard_normal((*out_shape, c_out))
+        theirs = theirs + _channels_first(b)
+    ours = ref.local_correlate(x, w, b, stride=stride, padding=pairs, dilation=dilation,
+                               padding_mode=mode)
+    assert_close(ours, theirs)
+
+
+def test_untied_float32_input_is_computed_in_float64() -> None:
+    rng = rng_for("untied-f32")
+    x = rng.standard_normal((1, 2, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 2, 3)).astype(np.float32)
+    for f in (ref.local_correlate, ref.dense_grid):
+        wf = w if f is ref.local_correlate else rng.standard_normal((3, 2, 2, 5))
+        y = f(x, wf)
+        assert y.dtype == np.float64
+        assert_close(y, f(x.astype(np.float64), np.asarray(wf, dtype=np.float64)))
+
+
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        # dense_grid: w rank, w channels / input grid, bias
+        (lambda: ref.dense_grid(np.ones((1, 2, 4)), np.ones((3, 1, 2, 4, 1))), ShapeError,
+         r"^w: .*\(3, 1, 2, 4, 1\)"),
+        (lambda: ref.dense_grid(np.ones((1, 2, 4)), np.ones((1, 2, 4))), ShapeError, r"^w: "),
+        (lambda: ref.dense_grid(np.ones((1, 2, 4)), np.ones((3, 1, 3, 4))), ShapeError,
+         r"^w: .*\(2, 4\).*\(3, 1, 3, 4\)"),
+        (lambda: ref.dense_grid(np.ones((1, 2, 4, 3)), np.ones((2, 2, 1, 2, 3, 4))), ShapeError,
+         r"^w: .*\(2, 4, 3\)"),
+        (lambda: ref.dense_grid(np.ones((1, 2, 4)), np.ones((3, 1, 2, 4)), np.ones(2)),
+         ShapeError, r"^bias: .*\(1,\).*\(3, 1\).*\(2,\)"),
+        (lambda: ref.dense_grid(np.ones((1, 2, 4)), np.ones((3, 1, 2, 4)), np.ones((1, 3))),
+         ShapeError, r"^bias: .*\(1, 3\)"),
+        (lambda: ref.dense_grid(np.ones((2, 3)), np.ones((1, 1, 3))), ShapeError, r"^x: "),
+        # local_correlate: w rank, S_out, channels, bias, arguments
+        (lambda: ref.local_correlate(np.ones((1, 1, 5)), np.ones((1, 1, 3))), ShapeError,
+         r"^w: .*\(1, 1, 3\)"),
+        (lambda: ref.local_correlate(np.ones((1, 1, 5)), np.ones((4, 1, 1, 3))), ShapeError,
+         r"^w: .*S_out = \(3,\).*\(4, 1, 1, 3\)"),
+        (lambda: ref.local_correlate(np.ones((1, 1, 5, 5)), np.ones((3, 3, 1, 1, 3, 3)),
+                                     padding="same"),
+         ShapeError, r"^w: .*S_out = \(5, 5\)"),
+        (lambda: ref.local_correlate(np.ones((1, 1, 6)), np.ones((6, 1, 1, 2)), stride=2),
+         ShapeError, r"^w: .*S_out = \(3,\)"),
+        (lambda: ref.local_correlate(np.ones((1, 2, 5)), np.ones((3, 1, 1, 3))), ShapeError,
+         r"^w: .*C_in = 2"),
+        (lambda: ref.local_correlate(np.ones((1, 1, 5)), np.ones((3, 2, 1, 3)), np.ones(3)),
+         ShapeError, r"^bias: .*\(3,\)"),
+        (lambda: ref.local_correlate(np.ones((1, 1, 5)), np.ones((3, 2, 1, 3)),
+                                     np.ones((2, 3))),
+         ShapeError, r"^bias: .*\(3, 2\).*\(2, 3\)"),
+        (lambda: ref.local_correlate(np.ones((1, 1, 2)), np.ones((1, 1, 1, 3))), ShapeError,
+         r"^x: "),
+        (lambda: ref.local_correlate(np.ones((1, 1, 5)), np.ones((3, 1, 1, 3)), stride=0),
+         ArgumentError, r"^stride: "),
+        (lambda: ref.local_correlate(np.ones((1, 1, 5)), np.ones((3, 1, 1, 3)),
+                                     padding="huge"),
+         ArgumentError, r"^padding: "),
+        (lambda: ref.local_correlate(np.ones((1, 1, 5)), np.ones((3, 1, 1, 3)),
+                                     padding_mode="wrap"),
+         ArgumentError, r"^padding_mode: "),
+    ],
+)
+def test_untied_errors(call, error, match) -> None:
+    with pytest.raises(error, match=match):
+        call()

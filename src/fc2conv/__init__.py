@@ -31,13 +31,18 @@ conv_transpose1d, conv_transpose2d, conv_transpose3d = (
 )
 max_pool1d, max_pool2d, max_pool3d = (_fixed_rank(max_pool, d) for d in (1, 2, 3))
 avg_pool1d, avg_pool2d, avg_pool3d = (_fixed_rank(avg_pool, d) for d in (1, 2, 3))
+local_correlate1d, local_correlate2d, local_correlate3d = (
+    _fixed_rank(local_correlate, d) for d in (1, 2, 3)
+)
+dense_grid1d, dense_grid2d, dense_grid3d = (_fixed_rank(dense_grid, d) for d in (1, 2, 3))
 
 # doctest collects a module's ``__test__`` strings: this runs the aliases' generated examples.
 __test__ = {
     alias.__name__: alias.__doc__
     for alias in (correlate1d, correlate2d, correlate3d, convolve1d, convolve2d, convolve3d,
                   conv_transpose1d, conv_transpose2d, conv_transpose3d, max_pool1d, max_pool2d,
-                  max_pool3d, avg_pool1d, avg_pool2d, avg_pool3d)
+                  max_pool3d, avg_pool1d, avg_pool2d, avg_pool3d, local_correlate1d,
+                  local_correlate2d, local_correlate3d, dense_grid1d, dense_grid2d, dense_grid3d)
 }
 
 __all__ = [
@@ -63,7 +68,13 @@ __all__ = [
     "correlate2d",
     "correlate3d",
     "dense_grid",
+    "dense_grid1d",
+    "dense_grid2d",
+    "dense_grid3d",
     "local_correlate",
+    "local_correlate1d",
+    "local_correlate2d",
+    "local_correlate3d",
     "max_pool",
     "max_pool1d",
     "max_pool2d",

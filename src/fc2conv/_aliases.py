@@ -38,6 +38,10 @@ def _example_args(op_name: str, ndim: int) -> str:
         return "2"
     if op_name == "conv_transpose":
         return f"np.ones({(3, 4) + (3,) * ndim}), stride=2"
+    if op_name == "local_correlate":
+        return f"np.ones({(8,) * ndim + (4, 3) + (3,) * ndim}), padding=1"
+    if op_name == "dense_grid":
+        return f"np.ones({(8,) * ndim + (4, 3) + (8,) * ndim})"
     return f"np.ones({(4, 3) + (3,) * ndim}), padding=1"
 
 

@@ -8,7 +8,10 @@ loops, and checks these loops in turn against NumPy, SciPy and PyTorch.
 
 Conventions (see ``DESIGN.md``): channels first, ``x: (N, C_in, *S)`` with 1, 2 or 3 spatial
 dims ``S``; correlation weights ``w: (C_out, C_in // groups, *K)``; transposed-convolution
-weights ``w: (C_in, C_out // groups, *K)``; bias ``(C_out,)`` or ``None``.
+weights ``w: (C_in, C_out // groups, *K)``; bias ``(C_out,)`` or ``None``. The untied layers
+(:func:`dense_grid`, :func:`local_correlate`) hold one weight block per output position,
+``w: (*S_out, C_out, C_in, *S_in)`` or ``w: (*S_out, C_out, C_in, *K)``, and take a bias
+``(C_out,)`` shared by every position, ``(*S_out, C_out)`` (one per position) or ``None``.
 
 Padding modes are defined by an index-reading rule applied one spatial axis at a time: a padded
 index ``j`` (which may lie outside ``[0, n)``) reads input element ``source(j)`` or, for
@@ -44,6 +47,8 @@ __all__ = [
     "conv_transpose",
     "convolve",
     "correlate",
+    "dense_grid",
+    "local_correlate",
     "max_pool",
     "pad",
 ]
@@ -422,6 +427,174 @@ def conv_transpose(
                 wg = w[(slice(g * cg, (g + 1) * cg), slice(None), *a)]  # (Cg, Og)
                 y[(slice(None), slice(g * og, (g + 1) * og), *target)] += xg @ wg
     y += b.reshape((1, c_out) + (1,) * d)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# untied layers: dense on a grid, locally connected
+# ---------------------------------------------------------------------------------------------
+
+
+def _grid_bias(bias: object, out_shape: tuple[int, ...], c_out: int) -> np.ndarray:
+    """``bias`` as a ``(*S_out, C_out)`` array: ``None`` is zero, ``(C_out,)`` is shared."""
+    full = (*out_shape, c_out)
+    if bias is None:
+        return np.zeros(full)
+    b = _as_float64("bias", bias)
+    if b.shape == (c_out,):
+        return np.broadcast_to(b, full)
+    if b.shape != full:
+        raise ShapeError(
+            f"bias: expected shape (C_out,) = {(c_out,)} or (*S_out, C_out) = {full}, "
+            f"got {b.shape}"
+        )
+    return b
+
+
+def dense_grid(x: object, w: object, bias: object = None) -> np.ndarray:
+    """Dense layer on a grid: a fully-connected layer whose inputs and outputs live on grids.
+
+    ``x: (N, C_in, *S_in)`` with 1, 2 or 3 spatial dims, ``w: (*S_out, C_out, C_in, *S_in)``
+    (as many output as input spatial dims; ``S_out`` may differ from ``S_in``), ``bias``
+    ``(*S_out, C_out)``, ``(C_out,)`` or ``None``; returns ``(N, C_out, *S_out)`` in float64
+    with every output reading every input:
+
+        y[n, o, p] = bias[p, o] + sum_{c, q} w[p, o, c, q] * x[n, c, q]
+
+    (``bias[o]`` for a shared bias). It is the matrix product of the flattened input with a
+    ``(C_in * prod(S_in), C_out * prod(S_out))`` matrix; a correlation is the special case
+    whose ``w[p, o, c, q]`` depends only on ``q - p`` and vanishes outside the kernel.
+
+    >>> x = np.array([[[1.0, 2.0, 3.0]]])                   # N=1, C_in=1, S_in=(3,)
+    >>> w = np.array([[[[1.0, 1.0, 1.0]]], [[[0.0, 0.0, 1.0]]]])  # S_out=(2,), C_out=1
+    >>> dense_grid(x, w)[0, 0].tolist()
+    [6.0, 3.0]
+    >>> dense_grid(x, w, np.array([10.0]))[0, 0].tolist()   # shared bias
+    [16.0, 13.0]
+    >>> dense_grid(x, w, np.array([[10.0], [20.0]]))[0, 0].tolist()  # one per position
+    [16.0, 23.0]
+    >>> dense_grid(x, np.eye(3).reshape(3, 1, 1, 3))[0, 0].tolist()  # identity
+    [1.0, 2.0, 3.0]
+    """
+    x = _as_float64("x", x)
+    w = _as_float64("w", w)
+    d = _check_input(x)
+    if w.ndim != 2 * d + 2:
+        raise ShapeError(
+            f"w: expected shape (*S_out, C_out, C_in, *S_in) with {d} output and {d} input "
+            f"spatial dims ({2 * d + 2} dims) for x of shape {x.shape}, got shape {w.shape}"
+        )
+    n_batch, c_in = x.shape[:2]
+    in_shape = x.shape[2:]
+    out_shape = w.shape[:d]
+    c_out = w.shape[d]
+    if w.shape[d + 1 :] != (c_in, *in_shape):
+        raise ShapeError(
+            f"w: expected shape (*S_out, C_out, C_in, *S_in) ending in {(c_in, *in_shape)} "
+            f"to match x of shape {x.shape}, got shape {w.shape}"
+        )
+    b = _grid_bias(bias, out_shape, c_out)
+
+    y = np.zeros((n_batch, c_out, *out_shape), dtype=np.float64)
+    for p in np.ndindex(*out_shape):
+        # output position p reads the whole input x[:, :, *] through its own weights w[p]
+        prod = x[:, None] * w[p][None]  # (N, C_out, C_in, *S_in)
+        y[_at(p)] = prod.reshape(n_batch, c_out, -1).sum(axis=-1) + b[p]
+    return y
+
+
+def local_correlate(
+    x: object,
+    w: object,
+    bias: object = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: object = 0,
+    dilation: int | Sequence[int] = 1,
+    padding_mode: str = "zeros",
+) -> np.ndarray:
+    """Locally connected layer: a correlation with untied weights, one kernel per position.
+
+    ``x: (N, C_in, *S)`` with 1, 2 or 3 spatial dims, ``w: (*S_out, C_out, C_in, *K)``,
+    ``bias`` ``(*S_out, C_out)``, ``(C_out,)`` or ``None``; returns ``(N, C_out, *S_out)`` in
+    float64 with
+
+        y[n, o, p] = bias[p, o] + sum_{c, a} w[p, o, c, a] * xpad[n, c, p*stride + a*dilation]
+
+    (``bias[o]`` for a shared bias). ``stride``, ``padding`` (every form), ``dilation`` and
+    ``padding_mode`` mean what they mean for :func:`correlate`, and ``S_out`` is the same,
+    ``(S_padded - dilation*(K-1) - 1) // stride + 1``; ``w.shape[:d]`` must equal it. With the
+    same kernel at every position this is :func:`correlate` (``groups=1``).
+
+    >>> x = np.array([[[1.0, 2.0, 3.0, 4.0]]])               # N=1, C_in=1, S=(4,)
+    >>> w = np.array([[[[1.0, 0.0]]], [[[0.0, 1.0]]], [[[1.0, 1.0]]]])  # S_out=(3,), K=(2,)
+    >>> local_correlate(x, w)[0, 0].tolist()
+    [1.0, 3.0, 7.0]
+    >>> local_correlate(x, w, np.array([[0.0], [10.0], [20.0]]))[0, 0].tolist()
+    [1.0, 13.0, 27.0]
+    >>> k = np.array([[[1.0, -1.0]]])                        # one kernel for every position
+    >>> local_correlate(x, np.broadcast_to(k, (5, 1, 1, 2)), padding=1)[0, 0].tolist()
+    [-1.0, -1.0, -1.0, -1.0, 4.0]
+    >>> correlate(x, k, padding=1)[0, 0].tolist()
+    [-1.0, -1.0, -1.0, -1.0, 4.0]
+    """
+    x = _as_float64("x", x)
+    w = _as_float64("w", w)
+    d = _check_input(x)
+    if w.ndim != 2 * d + 2:
+        raise ShapeError(
+            f"w: expected shape (*S_out, C_out, C_in, *K) with {d} output and {d} kernel "
+            f"dims ({2 * d + 2} dims) for x of shape {x.shape}, got shape {w.shape}"
+        )
+    n_batch, c_in = x.shape[:2]
+    c_out = w.shape[d]
+    kernel = w.shape[d + 2 :]
+    if w.shape[d + 1] != c_in:
+        raise ShapeError(
+            f"w: expected shape (*S_out, C_out, C_in, *K) with C_in = {c_in} to match x of "
+            f"shape {x.shape}, got shape {w.shape}"
+        )
+    if any(k < 1 for k in kernel):
+        raise ShapeError(f"w: expected kernel dims K >= 1, got shape {w.shape}")
+    stride = _per_dim("stride", stride, d, 1)
+    dilation = _per_dim("dilation", dilation, d, 1)
+    if padding_mode not in PADDING_MODES:
+        raise ArgumentError(
+            f"padding_mode: expected one of {PADDING_MODES}, got {padding_mode!r}"
+        )
+    pairs = _conv_padding(padding, x.shape[2:], kernel, stride, dilation)
+    xpad = pad(x, pairs, padding_mode)
+    out_shape = tuple(
+        _out_size(n, k, s, dl) for n, k, s, dl in zip(xpad.shape[2:], kernel, stride, dilation)
+    )
+    if any(m < 1 for m in out_shape):
+        raise ShapeError(
+            f"x: padded spatial size {xpad.shape[2:]} is smaller than the dilated kernel "
+            f"{tuple(dl * (k - 1) + 1 for k, dl in zip(kernel, dilation))}"
+        )
+    if w.shape[:d] != out_shape:
+        raise ShapeError(
+            f"w: expected shape (*S_out, C_out, C_in, *K) with S_out = {out_shape} (from x "
+            f"spatial size {x.shape[2:]}, padding {pairs}, stride {stride}, dilation "
+            f"{dilation} and K = {kernel}), got shape {w.shape}"
+        )
+    b = _grid_bias(bias, out_shape, c_out)
+
+    y = np.zeros((n_batch, c_out, *out_shape), dtype=np.float64)
+    for p in np.ndindex(*out_shape):
+        # the receptive field of output position p: xpad[:, :, p*stride + a*dilation] for all a
+        window = xpad[
+            (
+                slice(None),
+                slice(None),
+                *(
+                    slice(pp * s, pp * s + dl * (k - 1) + 1, dl)
+                    for pp, s, dl, k in zip(p, stride, dilation, kernel)
+                ),
+            )
+        ]  # (N, C_in, *K)
+        prod = window[:, None] * w[p][None]  # (N, C_out, C_in, *K), position p's own kernel
+        y[_at(p)] = prod.reshape(n_batch, c_out, -1).sum(axis=-1) + b[p]
     return y
 
 
