@@ -1,7 +1,9 @@
 """The ``fc2conv`` command.
 
-``fc2conv demo`` runs the derivation's key facts on small arrays in a second; ``fc2conv info``
-shows what the numbers will be computed with (library versions, BLAS, threads).
+``fc2conv demo`` runs the derivation's key facts on small arrays in a second; ``fc2conv params``
+prints the seed's parameter table for any image size; ``fc2conv ladder`` walks the ladder
+dense-on-grid -> locally connected -> convolution on a random image, down (projections) and up
+(exact embeddings); ``fc2conv info`` shows what the numbers will be computed with.
 """
 
 from __future__ import annotations
@@ -61,6 +63,98 @@ def _demo() -> None:
             f"(SciPy {SCIPY_MODE[mode]!r}, NumPy {NUMPY_MODE[mode]!r})")
 
 
+def _params(args: argparse.Namespace) -> None:
+    from .analysis import parameter_table
+
+    print(parameter_table(tuple(args.size), args.delta, channels=tuple(args.channels),
+                          hidden=args.hidden))
+
+
+def ladder_rows(size: tuple[int, ...], delta: int, channels: tuple[int, int] = (1, 1),
+                seed: int = 0, shift: tuple[int, ...] | None = None) -> dict[str, list[dict]]:
+    """The numbers ``fc2conv ladder`` prints, per rung, for tests and notebooks.
+
+    ``down``: a random dense-on-grid layer, :func:`ladder.localize` to a locally connected one,
+    :func:`ladder.tie` to a convolution; each step is a projection, so ``vs_above`` (relative
+    output change) is large for a random layer. ``up``: a random circular convolution,
+    :func:`ladder.untie`, :func:`ladder.to_dense`; each step is exact, ``vs_above`` ~ 1e-16.
+    """
+    from . import ladder, nn
+    from .analysis import count_flops, count_params, shift_error
+
+    ndim = len(size)
+    c_in, c_out = channels
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4, c_in, *size))
+    offsets = shift if shift is not None else tuple(max(1, n // 4) for n in size)
+    # zero padding is equivariant away from the border: compare there only
+    margin = tuple(abs(o) + delta for o in offsets)
+    interior = (Ellipsis, *(slice(m, n - m) for m, n in zip(margin, size)))
+
+    def describe(name: str, layer: nn.Module, above: nn.Module | None,
+                 circular: bool = False) -> dict:
+        y = layer(x)
+        dense = layer if isinstance(layer, nn.DenseGrid1d | nn.DenseGrid2d | nn.DenseGrid3d) \
+            else ladder.to_dense(layer, size)
+        shifted = np.roll(x, offsets, axis=tuple(range(2, 2 + ndim)))
+        moved = np.roll(y, offsets, axis=tuple(range(2, 2 + ndim)))
+        inner = np.linalg.norm((layer(shifted) - moved)[interior])
+        return {
+            "rung": name,
+            "params": count_params(layer),
+            "flops": count_flops(layer, (c_in, *size)),
+            "vs_above": None if above is None else float(
+                np.linalg.norm(y - above(x)) / np.linalg.norm(above(x))),
+            "shift_error": shift_error(layer, x, offsets),
+            "shift_error_interior": float(inner / np.linalg.norm(y[interior])),
+            "translation_invariant": ladder.is_translation_invariant(dense),
+            "radius": ladder.locality_radius(dense, circular=circular),
+        }
+
+    dense = _family(nn, "DenseGrid", ndim)(c_in, c_out, size, dtype=np.float64, rng=seed)
+    local = ladder.localize(dense, delta)
+    conv = ladder.tie(local)
+    down = [describe("dense-on-grid (random W)", dense, None),
+            describe(f"locally connected = localize(dense, {delta})", local, dense),
+            describe("convolution = tie(locally connected)", conv, local)]
+    conv_c = _family(nn, "Conv", ndim)(c_in, c_out, 2 * delta + 1, padding=delta,
+                                       padding_mode="circular", dtype=np.float64, rng=seed)
+    local_c = ladder.untie(conv_c, size)
+    dense_c = ladder.to_dense(local_c)
+    up = [describe("convolution (random, circular padding)", conv_c, None, True),
+          describe("locally connected = untie(conv)", local_c, conv_c, True),
+          describe("dense-on-grid = to_dense(locally connected)", dense_c, local_c, True)]
+    return {"down": down, "up": up, "shift": list(offsets)}
+
+
+def _family(module: object, name: str, ndim: int) -> object:
+    return getattr(module, f"{name}{ndim}d")
+
+
+def _ladder(args: argparse.Namespace) -> None:
+    size, delta = tuple(args.size), args.delta
+    rows = ladder_rows(size, delta, tuple(args.channels), args.seed)
+    grid = " x ".join(map(str, size))
+    print(f"fc2conv ladder: random {grid} images, C_in = {args.channels[0]} -> C_out = "
+          f"{args.channels[1]}, delta = {delta}, shift {tuple(rows['shift'])}, float64\n")
+    header = (f"{'rung':44} {'params':>9} {'FLOPs':>10} {'vs above':>9} {'shift err':>9} "
+              f"{'interior':>9}  W: shift-inv., radius")
+    titles = {"down": "Down: each constraint is a projection (output changes: 'vs above')",
+              "up": "Up: each embedding is exact (same outputs)"}
+    for part in ("down", "up"):
+        print(titles[part])
+        print(header)
+        for row in rows[part]:
+            above = "-" if row["vs_above"] is None else f"{row['vs_above']:.1e}"
+            print(f"{row['rung']:44} {row['params']:>9,} {row['flops']:>10,} {above:>9} "
+                  f"{row['shift_error']:>9.1e} {row['shift_error_interior']:>9.1e}  "
+                  f"{'yes' if row['translation_invariant'] else 'no':3}  {row['radius']}")
+        print()
+    print("shift err: ||f(roll x) - roll f(x)|| / ||f(x)|| over the whole image; interior: away "
+          "from the border\n(|shift| + delta). radius: the largest |offset| with W[i, i+a] != 0 "
+          "(around the torus\nfor circular padding).")
+
+
 def _info() -> None:
     import scipy
 
@@ -89,9 +183,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="run the derivation's key facts on small examples")
     commands.add_parser("info", help="show library versions, BLAS and threads")
+    params = commands.add_parser(
+        "params", help="the seed's parameter table: dense vs shared vs local vs conv")
+    params.add_argument("--size", type=int, nargs="+", default=[1000, 1000], metavar="N",
+                        help="image size, 1 to 3 numbers (default: 1000 1000)")
+    params.add_argument("--delta", type=int, default=5,
+                        help="locality radius: kernel 2*delta+1 (default: 5)")
+    params.add_argument("--channels", type=int, nargs=2, default=[1, 1],
+                        metavar=("C_IN", "C_OUT"), help="input and output channels (default 1 1)")
+    params.add_argument("--hidden", type=int, default=1000,
+                        help="hidden units of the image-as-a-vector MLP row (default: 1000)")
+    walk = commands.add_parser(
+        "ladder", help="walk dense -> locally connected -> conv on a random image")
+    walk.add_argument("--size", type=int, nargs="+", default=[12, 12], metavar="N",
+                      help="image size, 1 to 3 numbers (default: 12 12)")
+    walk.add_argument("--delta", type=int, default=1, help="locality radius (default: 1)")
+    walk.add_argument("--channels", type=int, nargs=2, default=[1, 1],
+                      metavar=("C_IN", "C_OUT"), help="input and output channels (default 1 1)")
+    walk.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     args = parser.parse_args(argv)
+    if args.command in ("params", "ladder"):
+        if not 1 <= len(args.size) <= 3:
+            parser.error(f"--size takes 1 to 3 numbers; got {len(args.size)}")
+        if min(args.size) < 1 or min(args.channels) < 1 or args.delta < 0:
+            parser.error("--size and --channels must be positive and --delta non-negative")
+    if args.command == "ladder" and args.delta > min(args.size) - 1:
+        parser.error(f"--delta must be below the image size; got {args.delta} for "
+                     f"{tuple(args.size)}")
     if args.command == "demo":
         _demo()
+    elif args.command == "params":
+        _params(args)
+    elif args.command == "ladder":
+        _ladder(args)
     elif args.command == "info":
         _info()
     else:
