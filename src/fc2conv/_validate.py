@@ -22,6 +22,7 @@ __all__ = [
     "PoolSpec",
     "check_arrays",
     "check_grad_out",
+    "check_padding_mode",
     "check_spatial_rank",
     "conv_spec",
     "conv_transpose_spec",
@@ -255,6 +256,11 @@ def _choice(name: str, value: Any, allowed: Sequence[str], synonyms: dict[str, s
     raise ArgumentError(
         f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}{hint}"
     )
+
+
+def check_padding_mode(padding_mode: Any) -> str:
+    """The canonical name of a padding mode (SciPy/NumPy names get a hint in the error)."""
+    return _choice("padding_mode", padding_mode, PADDING_MODES, _MODE_SYNONYMS)
 
 
 def _out_len(padded: int, k: int, s: int, d: int) -> int:

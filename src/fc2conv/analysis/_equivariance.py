@@ -59,7 +59,7 @@ def shift(x: Any, shift: Any, axes: Any = None, *, mode: str = "circular") -> An
         An array of the same type, shape and dtype as ``x``.
 
     >>> import numpy as np
-    >>> from fc2conv.analysis._equivariance import shift
+    >>> from fc2conv.analysis import shift
     >>> x = np.arange(1.0, 6.0).reshape(1, 1, 5)
     >>> shift(x, 2).tolist()
     [[[4.0, 5.0, 1.0, 2.0, 3.0]]]
@@ -111,7 +111,7 @@ def shift_error(
         ShapeError: ``f(S x)`` and ``f(x)`` differ in shape.
 
     >>> import numpy as np, fc2conv
-    >>> from fc2conv.analysis._equivariance import shift_error
+    >>> from fc2conv.analysis import shift_error
     >>> x = np.random.default_rng(0).normal(size=(1, 1, 16))
     >>> w = np.array([[[1.0, -2.0, 1.0]]])
     >>> def conv(a, mode):
@@ -175,7 +175,7 @@ def invariance_error(
         The relative error as a Python float (absolute when ``f(x)`` is all zeros).
 
     >>> import numpy as np, fc2conv
-    >>> from fc2conv.analysis._equivariance import invariance_error
+    >>> from fc2conv.analysis import invariance_error
     >>> x = np.random.default_rng(0).normal(size=(2, 3, 8, 8))
     >>> w = np.random.default_rng(1).normal(size=(4, 3, 3, 3))
     >>> conv = lambda a: fc2conv.correlate(a, w, padding="same", padding_mode="circular")
@@ -212,7 +212,8 @@ def _offsets(name: str, value: Any, count: int) -> tuple[int, ...]:
     values = _int_tuple(name, value)
     if len(values) != count:
         raise ArgumentError(
-            f"{name} must be an int or a tuple of {count} ints (one per shifted axis); got "
+            f"{name} must be an int or a tuple of {count} int{'s' * (count != 1)} (one per "
+            f"shifted axis); got "
             f"{value!r} with {len(values)} entries"
         )
     return values

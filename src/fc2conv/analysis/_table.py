@@ -166,7 +166,7 @@ def parameter_table(
     The seed's 1000 x 1000 image with ``Delta = 5``. Each row prints on one line; here the
     numbers are wrapped onto a second line to fit the page:
 
-    >>> from fc2conv.analysis._table import parameter_table
+    >>> from fc2conv.analysis import parameter_table
     >>> table = parameter_table((1000, 1000), 5)
     >>> print(table)
     1 x 1000 x 1000 input -> 1 x 1000 x 1000 output (channels x grid), delta = 5

@@ -17,7 +17,15 @@ import numpy as np
 
 from .. import functional as F
 from .._errors import ArgumentError, ShapeError
-from .._validate import check_spatial_rank, conv_spec, per_axis, pool_spec
+from .._validate import (
+    check_arrays,
+    check_grad_out,
+    check_padding_mode,
+    check_spatial_rank,
+    conv_spec,
+    per_axis,
+    pool_spec,
+)
 from ._module import Module
 
 __all__ = [
@@ -88,7 +96,7 @@ class _ConvNd(_Spatial):
         self.stride = per_axis("stride", stride, self.ndim, minimum=1)
         self.dilation = per_axis("dilation", dilation, self.ndim, minimum=1)
         self.padding = padding
-        self.padding_mode = padding_mode
+        self.padding_mode = check_padding_mode(padding_mode)
         gen = np.random.default_rng(rng)
         fan_in = in_channels // groups * math.prod(self.kernel_size)
         self.weight = _uniform(gen, (out_channels, in_channels // groups, *self.kernel_size),
@@ -279,7 +287,7 @@ class _LocallyConnectedNd(_Spatial):
         self.stride = per_axis("stride", stride, self.ndim, minimum=1)
         self.dilation = per_axis("dilation", dilation, self.ndim, minimum=1)
         self.padding = padding
-        self.padding_mode = padding_mode
+        self.padding_mode = check_padding_mode(padding_mode)
         spec = conv_spec(_shape_only((1, in_channels, *self.in_size), dtype),
                          _shape_only((out_channels, in_channels, *self.kernel_size), dtype), None,
                          stride=self.stride, padding=padding, dilation=self.dilation, groups=1,
@@ -620,12 +628,15 @@ class Linear(Module):
                 f"(N, {self.in_features}); got shape {tuple(x.shape)}"
                 + (". Put a Flatten() before it" if x.ndim > 2 else "")
             )
+        check_arrays(x=x, w=self.weight, bias=self.bias)
         self._input = x
         y = x @ self.weight.T
         return y if self.bias is None else y + self.bias
 
     def backward(self, grad_out: Any) -> Any:
         x = self._saved_input()
+        check_grad_out(grad_out, (x.shape[0], self.out_features),
+                       array_api_compat.array_namespace(x), x.dtype)
         self._accumulate("weight", grad_out.T @ x)
         if self.bias is not None:
             xp = array_api_compat.array_namespace(grad_out)
@@ -659,8 +670,10 @@ class ReLU(Module):
         return xp.where(x > 0, x, xp.zeros_like(x))
 
     def backward(self, grad_out: Any) -> Any:
-        xp = array_api_compat.array_namespace(grad_out)
-        return xp.where(self._saved_input() > 0, grad_out, xp.zeros_like(grad_out))
+        x = self._saved_input()
+        xp = array_api_compat.array_namespace(x)
+        check_grad_out(grad_out, tuple(x.shape), xp, x.dtype)
+        return xp.where(x > 0, grad_out, xp.zeros_like(grad_out))
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(in_shape)
@@ -684,8 +697,9 @@ class Flatten(Module):
         return xp.reshape(x, (x.shape[0], -1))
 
     def backward(self, grad_out: Any) -> Any:
-        self._saved_input()
-        xp = array_api_compat.array_namespace(grad_out)
+        x = self._saved_input()
+        xp = array_api_compat.array_namespace(x)
+        check_grad_out(grad_out, (x.shape[0], math.prod(x.shape[1:])), xp, x.dtype)
         return xp.reshape(grad_out, self._input_shape)
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
