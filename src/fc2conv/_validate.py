@@ -418,6 +418,20 @@ def _check_position_bias(bias: Any, out_size: tuple[int, ...], c_out: int) -> bo
     )
 
 
+def _untied_arrays(x: Any, w: Any, bias: Any, layout: str) -> tuple[Any, int]:
+    """What the untied ops check first: ``w`` holds one block per output position."""
+    xp = check_arrays(x=x, w=w, bias=bias)
+    ndim = _check_batched("x", x)
+    if w.ndim != 2 * ndim + 2:
+        raise ShapeError(
+            f"w must have shape {layout} ({2 * ndim + 2} axes for {ndim} spatial dims, x of "
+            f"shape {tuple(x.shape)}); got shape {tuple(w.shape)}"
+        )
+    if any(s == 0 for s in w.shape):
+        raise ShapeError(f"w has a zero-sized axis: shape {tuple(w.shape)}")
+    return xp, ndim
+
+
 def local_spec(
     x: Any,
     w: Any,
@@ -432,17 +446,9 @@ def local_spec(
 
     Returns the spec (``groups=1``) and whether the bias is per position.
     """
-    xp = check_arrays(x=x, w=w, bias=bias)
-    ndim = _check_batched("x", x)
-    batch, c_in, *in_size = (int(s) for s in x.shape)
     layout = "(*S_out, C_out, C_in, *K)"
-    if w.ndim != 2 * ndim + 2:
-        raise ShapeError(
-            f"w must have shape {layout} ({2 * ndim + 2} axes for {ndim} spatial dims, x of "
-            f"shape {tuple(x.shape)}); got shape {tuple(w.shape)}"
-        )
-    if any(s == 0 for s in w.shape):
-        raise ShapeError(f"w has a zero-sized axis: shape {tuple(w.shape)}")
+    xp, ndim = _untied_arrays(x, w, bias, layout)
+    batch, c_in, *in_size = (int(s) for s in x.shape)
     w_out = tuple(int(s) for s in w.shape[:ndim])
     c_out, w_c_in = int(w.shape[ndim]), int(w.shape[ndim + 1])
     kernel = tuple(int(s) for s in w.shape[ndim + 2:])
@@ -492,18 +498,10 @@ class DenseGridSpec:
 
 def dense_grid_spec(x: Any, w: Any, bias: Any) -> DenseGridSpec:
     """Check ``dense_grid``'s arguments; ``w: (*S_out, C_out, C_in, *S_in)``."""
-    xp = check_arrays(x=x, w=w, bias=bias)
-    ndim = _check_batched("x", x)
-    batch, c_in, *in_size = (int(s) for s in x.shape)
     layout = "(*S_out, C_out, C_in, *S_in)"
-    if w.ndim != 2 * ndim + 2:
-        raise ShapeError(
-            f"w must have shape {layout} ({2 * ndim + 2} axes for {ndim} spatial dims, x of "
-            f"shape {tuple(x.shape)}); got shape {tuple(w.shape)}"
-        )
+    xp, ndim = _untied_arrays(x, w, bias, layout)
+    batch, c_in, *in_size = (int(s) for s in x.shape)
     shape = tuple(int(s) for s in w.shape)
-    if any(s == 0 for s in shape):
-        raise ShapeError(f"w has a zero-sized axis: shape {shape}")
     if shape[ndim + 1:] != (c_in, *in_size):
         raise ShapeError(
             f"w must have shape {layout} with (C_in, *S_in) = {(c_in, *in_size)} taken from x "
