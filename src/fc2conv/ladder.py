@@ -138,7 +138,7 @@ def to_dense(layer: nn.Module, in_size: Any = None, *, in_channels: int | None =
         basis = np.zeros((stop - start, n_in), dtype=dtype)
         basis[np.arange(stop - start), np.arange(start, stop)] = 1.0
         columns[start:stop] = np.asarray(layer(basis.reshape(-1, *in_shape))) - zero
-    _forget_inputs(layer)
+    layer.forget_inputs()  # the basis images: no backward will come
     c_out, s_out = out_shape[0], out_shape[1:]
     # columns: (C_in * Q, C_out, *S_out) -> W: (*S_out, C_out, C_in * Q)
     w = np.moveaxis(columns.reshape(n_in, c_out, -1), 0, -1)
@@ -171,13 +171,6 @@ def _check_affine(layer: Any) -> None:
 def _dtype_of(layer: nn.Module) -> Any:
     params = layer.parameters()
     return params[0].dtype if params else np.dtype(np.float64)
-
-
-def _forget_inputs(layer: nn.Module) -> None:
-    """Drop the basis images the layers cached for a backward pass that will not come."""
-    layer._input = None
-    for _, child in layer.children():
-        _forget_inputs(child)
 
 
 # ---------------------------------------------------------------------------------------------

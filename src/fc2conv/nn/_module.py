@@ -86,6 +86,12 @@ class Module:
         for _, child in self.children():
             child.zero_grad()
 
+    def forget_inputs(self) -> None:
+        """Drop the inputs cached for backward (after evaluation, to free the memory)."""
+        self._input = None
+        for _, child in self.children():
+            child.forget_inputs()
+
     def train(self, mode: bool = True) -> Module:
         self.training = mode
         for _, child in self.children():
