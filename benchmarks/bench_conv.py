@@ -154,7 +154,7 @@ def main(argv=None) -> int:
               f"{row['fc2conv_fwdbwd_ms']:8.2f}m {row['torch_fwdbwd_ms']:8.2f}m "
               f"{row['ratio_fwdbwd']:6.2f} {row['fc2conv_fwd_gflops']:9.1f} "
               f"{row['torch_fwd_gflops']:10.1f}", flush=True)
-    geo = lambda key: math.exp(statistics.mean(math.log(r[key]) for r in rows))  # noqa: E731
+    geo = lambda key: math.exp(statistics.mean(math.log(r[key]) for r in rows))
     print(f"geometric mean of fc2conv/torch: forward {geo('ratio_fwd'):.2f}, "
           f"forward+backward {geo('ratio_fwdbwd'):.2f}")
     if args.json:

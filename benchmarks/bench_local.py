@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_conv import median_time  # same timing discipline: hot blocks, pause between
 
 import fc2conv
 from fc2conv.functional import correlate_vjp, local_correlate_vjp
@@ -32,13 +31,7 @@ CASES = [
 
 
 def timed(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_time(fn, repeat, warmup=1)
 
 
 def torch_local(x, w, stride, padding, kernel, out_size):
@@ -51,44 +44,43 @@ def torch_local(x, w, stride, padding, kernel, out_size):
     return y.reshape(y.shape[0], y.shape[1], *out_size)
 
 
+def run_case(name, n, c_in, size, c_out, k, s, p, repeat):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c_in, *size)).astype(np.float32)
+    conv_w = rng.standard_normal((c_out, c_in, *(k,) * len(size))).astype(np.float32)
+    y = fc2conv.correlate(x, conv_w, stride=s, padding=p)
+    out_size = y.shape[2:]
+    w = rng.standard_normal((*out_size, c_out, c_in, *(k,) * len(size))).astype(np.float32)
+    gy = np.ones_like(y)
+    opts = {"stride": s, "padding": p}
+    ours_f = timed(lambda: fc2conv.local_correlate(x, w, **opts), repeat)
+    ours_b = timed(lambda: (fc2conv.local_correlate(x, w, **opts),
+                            local_correlate_vjp(gy, x, w, **opts)), repeat)
+    conv_f = timed(lambda: fc2conv.correlate(x, conv_w, **opts), repeat)
+    conv_b = timed(lambda: (fc2conv.correlate(x, conv_w, **opts),
+                            correlate_vjp(gy, x, conv_w, **opts)), repeat)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    wt = torch.from_numpy(w.reshape(int(np.prod(out_size)), c_out, -1).copy())
+    wt.requires_grad_(True)
+
+    def torch_fb():
+        out = torch_local(xt, wt, s, p, k, out_size)
+        out.backward(torch.ones_like(out))
+
+    with torch.no_grad():
+        torch_f = timed(lambda: torch_local(xt, wt, s, p, k, out_size), repeat)
+    torch_b = timed(torch_fb, repeat)
+    check = torch_local(xt, wt, s, p, k, out_size).detach().numpy()
+    err = float(np.abs(check - fc2conv.local_correlate(x, w, **opts)).max())
+    return {"case": name, "fc2conv_fwd_ms": 1e3 * ours_f, "torch_fwd_ms": 1e3 * torch_f,
+            "fc2conv_fb_ms": 1e3 * ours_b, "torch_fb_ms": 1e3 * torch_b,
+            "tied_conv_fwd_ms": 1e3 * conv_f, "tied_conv_fb_ms": 1e3 * conv_b,
+            "max_abs_diff": err}
+
+
 def run(repeat):
     torch.set_num_threads(2)
-    rows = []
-    for name, n, c_in, size, c_out, k, s, p in CASES:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((n, c_in, *size)).astype(np.float32)
-        conv_w = rng.standard_normal((c_out, c_in, *(k,) * len(size))).astype(np.float32)
-        y = fc2conv.correlate(x, conv_w, stride=s, padding=p)
-        out_size = y.shape[2:]
-        w = rng.standard_normal((*out_size, c_out, c_in, *(k,) * len(size))).astype(np.float32)
-        gy = np.ones_like(y)
-        opts = {"stride": s, "padding": p}
-        ours_f = timed(lambda: fc2conv.local_correlate(x, w, **opts), repeat)
-        ours_b = timed(lambda: (fc2conv.local_correlate(x, w, **opts),
-                                local_correlate_vjp(gy, x, w, **opts)), repeat)
-        conv_f = timed(lambda: fc2conv.correlate(x, conv_w, **opts), repeat)
-        conv_b = timed(lambda: (fc2conv.correlate(x, conv_w, **opts),
-                                correlate_vjp(gy, x, conv_w, **opts)), repeat)
-        time.sleep(0.5)
-        xt = torch.from_numpy(x).requires_grad_(True)
-        wt = torch.from_numpy(w.reshape(int(np.prod(out_size)), c_out, -1).copy())
-        wt.requires_grad_(True)
-
-        def torch_fb():
-            out = torch_local(xt, wt, s, p, k, out_size)
-            out.backward(torch.ones_like(out))
-
-        with torch.no_grad():
-            torch_f = timed(lambda: torch_local(xt, wt, s, p, k, out_size), repeat)
-        torch_b = timed(torch_fb, repeat)
-        check = torch_local(xt, wt, s, p, k, out_size).detach().numpy()
-        err = float(np.abs(check - fc2conv.local_correlate(x, w, **opts)).max())
-        rows.append({"case": name, "fc2conv_fwd_ms": 1e3 * ours_f, "torch_fwd_ms": 1e3 * torch_f,
-                     "fc2conv_fb_ms": 1e3 * ours_b, "torch_fb_ms": 1e3 * torch_b,
-                     "tied_conv_fwd_ms": 1e3 * conv_f, "tied_conv_fb_ms": 1e3 * conv_b,
-                     "max_abs_diff": err})
-        time.sleep(0.5)
-    return rows
+    return [run_case(*case, repeat) for case in CASES]
 
 
 def main():

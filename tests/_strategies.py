@@ -123,6 +123,44 @@ def _per_dim_or_int(draw, d: int, lo: int, hi: int):
 
 
 @st.composite
+def geometries(draw, d: int, modes=PADDING_MODES, max_size=None, *, max_kernel: int = 3,
+               max_pad: int = 2, torch_limits: bool = False):
+    """Kernel, stride, dilation, padding, mode and an input size the dilated kernel fits.
+
+    Returns ``(kernel, stride, dilation, padding, mode, sizes, pairs)`` with ``pairs`` the
+    explicit ``(before, after)`` padding. With ``torch_limits`` the padding respects what
+    ``torch.nn.functional.pad`` accepts: reflect widths below the input size, circular widths
+    at most the input size.
+    """
+    max_size = max_size or MAX_SIZE
+    kernel = tuple(draw(st.integers(1, max_kernel)) for _ in range(d))
+    stride = _per_dim_or_int(draw, d, 1, 3)
+    dilation = _per_dim_or_int(draw, d, 1, 2)
+    padding = draw(padding_forms(d, max_pad=max_pad))
+    mode = draw(st.sampled_from(modes))
+    strides, dils = as_tuple(stride, d), as_tuple(dilation, d)
+    fixed = (
+        None if padding == "same" else explicit_pairs(padding, (1,) * d, kernel, strides, dils)
+    )
+    sizes = []
+    for i in range(d):
+        span = dils[i] * (kernel[i] - 1) + 1
+        lo = 1 if fixed is None else max(1, span - sum(fixed[i]))
+        if torch_limits and fixed is not None and mode == "reflect":
+            lo = max(lo, max(fixed[i]) + 1)
+        if torch_limits and fixed is not None and mode == "circular":
+            lo = max(lo, max(fixed[i]))
+        assume(lo <= max_size[d])
+        sizes.append(draw(st.integers(lo, max_size[d])))
+    pairs = explicit_pairs(padding, sizes, kernel, strides, dils)
+    if torch_limits and mode == "reflect":
+        assume(all(max(p) < n for p, n in zip(pairs, sizes)))
+    if torch_limits and mode == "circular":
+        assume(all(max(p) <= n for p, n in zip(pairs, sizes)))
+    return kernel, stride, dilation, padding, mode, sizes, pairs
+
+
+@st.composite
 def conv_cases(
     draw,
     ranks=(1, 2, 3),
@@ -138,30 +176,8 @@ def conv_cases(
     """
     d = draw(st.sampled_from(ranks))
     c_in, c_out, groups = draw(groups_and_channels(max_channels))
-    kernel = tuple(draw(st.integers(1, 3)) for _ in range(d))
-    stride = _per_dim_or_int(draw, d, 1, 3)
-    dilation = _per_dim_or_int(draw, d, 1, 2)
-    padding = draw(padding_forms(d))
-    mode = draw(st.sampled_from(modes))
-    strides, dils = as_tuple(stride, d), as_tuple(dilation, d)
-    fixed = (
-        None if padding == "same" else explicit_pairs(padding, (1,) * d, kernel, strides, dils)
-    )
-    sizes = []
-    for i in range(d):
-        span = dils[i] * (kernel[i] - 1) + 1
-        lo = 1 if fixed is None else max(1, span - sum(fixed[i]))
-        if torch_limits and fixed is not None and mode == "reflect":
-            lo = max(lo, max(fixed[i]) + 1)
-        if torch_limits and fixed is not None and mode == "circular":
-            lo = max(lo, max(fixed[i]))
-        assume(lo <= MAX_SIZE[d])
-        sizes.append(draw(st.integers(lo, MAX_SIZE[d])))
-    pairs = explicit_pairs(padding, sizes, kernel, strides, dils)
-    if torch_limits and mode == "reflect":
-        assume(all(max(p) < n for p, n in zip(pairs, sizes)))
-    if torch_limits and mode == "circular":
-        assume(all(max(p) <= n for p, n in zip(pairs, sizes)))
+    geo = draw(geometries(d, modes, {d: MAX_SIZE[d]}, torch_limits=torch_limits))
+    kernel, stride, dilation, padding, mode, sizes, pairs = geo
     batch = draw(st.integers(1, 2))
     dtype = draw(st.sampled_from(dtypes))
     with_bias = draw(st.booleans())

@@ -29,13 +29,11 @@ from _strategies import (
     PADDING_MODES,
     Case,
     _arrays,
-    _per_dim_or_int,
     as_tuple,
     compare,
-    explicit_pairs,
-    padding_forms,
+    geometries,
 )
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 import fc2conv
@@ -77,30 +75,10 @@ def local_cases(
     d = draw(st.sampled_from(ranks))
     c_in = draw(st.integers(1, max_channels))
     c_out = draw(st.integers(1, max_channels))
-    kernel = tuple(draw(st.integers(1, max_kernel)) for _ in range(d))
-    stride = _per_dim_or_int(draw, d, 1, 3)
-    dilation = _per_dim_or_int(draw, d, 1, 2)
-    padding = draw(padding_forms(d, max_pad=2 if d < 3 else 1))
-    mode = draw(st.sampled_from(modes))
+    kernel, stride, dilation, padding, mode, sizes, pairs = draw(geometries(
+        d, modes, max_size, max_kernel=max_kernel, max_pad=2 if d < 3 else 1,
+        torch_limits=torch_limits))
     strides, dils = as_tuple(stride, d), as_tuple(dilation, d)
-    fixed = (
-        None if padding == "same" else explicit_pairs(padding, (1,) * d, kernel, strides, dils)
-    )
-    sizes = []
-    for i in range(d):
-        span = dils[i] * (kernel[i] - 1) + 1
-        lo = 1 if fixed is None else max(1, span - sum(fixed[i]))
-        if torch_limits and fixed is not None and mode == "reflect":
-            lo = max(lo, max(fixed[i]) + 1)
-        if torch_limits and fixed is not None and mode == "circular":
-            lo = max(lo, max(fixed[i]))
-        assume(lo <= max_size[d])
-        sizes.append(draw(st.integers(lo, max_size[d])))
-    pairs = explicit_pairs(padding, sizes, kernel, strides, dils)
-    if torch_limits and mode == "reflect":
-        assume(all(max(p) < n for p, n in zip(pairs, sizes)))
-    if torch_limits and mode == "circular":
-        assume(all(max(p) <= n for p, n in zip(pairs, sizes)))
     out = tuple(
         (n + pb + pa - dl * (k - 1) - 1) // s + 1
         for n, (pb, pa), k, s, dl in zip(sizes, pairs, kernel, strides, dils)
