@@ -295,7 +295,7 @@ def conv_spec(
     method: Any = "auto",
 ) -> ConvSpec:
     """Check the arguments of ``correlate``/``convolve``; ``w: (C_out, C_in // groups, *K)``."""
-    xp, ndim, groups = _conv_arrays(x, w, bias, groups, "(C_out, C_in // groups, *K)")
+    xp, _, groups = _conv_arrays(x, w, bias, groups, "(C_out, C_in // groups, *K)")
     batch, c_in, *in_size = (int(s) for s in x.shape)
     c_out, c_per_group, *kernel = (int(s) for s in w.shape)
     if c_in % groups or c_out % groups:
@@ -309,17 +309,30 @@ def conv_spec(
             f"w of shape {tuple(w.shape)} for x of shape {tuple(x.shape)}"
         )
     _check_bias(bias, c_out)
+    method = _choice("method", method, METHODS)
+    return _correlation_spec(
+        xp, batch, c_in, c_out, groups, tuple(in_size), tuple(kernel), stride=stride,
+        padding=padding, dilation=dilation, padding_mode=padding_mode, method=method,
+    )
+
+
+def _correlation_spec(xp: Any, batch: int, c_in: int, c_out: int, groups: int,
+                      in_size: tuple[int, ...], kernel: tuple[int, ...], *, stride: Any,
+                      padding: Any, dilation: Any, padding_mode: Any,
+                      method: str = "auto") -> ConvSpec:
+    """The window geometry shared by tied and untied correlations: per-axis stride, dilation
+    and padding, a kernel that fits, and the output size."""
+    ndim = len(in_size)
     stride_t = per_axis("stride", stride, ndim, minimum=1)
     dilation_t = per_axis("dilation", dilation, ndim, minimum=1)
-    mode = _choice("padding_mode", padding_mode, PADDING_MODES, _MODE_SYNONYMS)
-    method = _choice("method", method, METHODS)
-    pads = padding_pairs(padding, tuple(in_size), tuple(kernel), stride_t, dilation_t)
+    mode = check_padding_mode(padding_mode)
+    pads = padding_pairs(padding, in_size, kernel, stride_t, dilation_t)
     padded = tuple(n + b + a for n, (b, a) in zip(in_size, pads))
     _check_kernel_fits(kernel, dilation_t, padded, in_size, pads)
     out = tuple(_out_len(p, k, s, d) for p, k, s, d in zip(padded, kernel, stride_t, dilation_t))
     return ConvSpec(
         xp=xp, ndim=ndim, batch=batch, in_channels=c_in, out_channels=c_out, groups=groups,
-        in_size=tuple(in_size), kernel=tuple(kernel), stride=stride_t, dilation=dilation_t,
+        in_size=in_size, kernel=kernel, stride=stride_t, dilation=dilation_t,
         pads=pads, padding_mode=mode, out_size=out, method=method,
     )
 
@@ -457,26 +470,16 @@ def local_spec(
             f"w.shape[{ndim + 1}] must be C_in = {c_in} (w is {layout}); got w of shape "
             f"{tuple(w.shape)} for x of shape {tuple(x.shape)}"
         )
-    stride_t = per_axis("stride", stride, ndim, minimum=1)
-    dilation_t = per_axis("dilation", dilation, ndim, minimum=1)
-    mode = _choice("padding_mode", padding_mode, PADDING_MODES, _MODE_SYNONYMS)
-    pads = padding_pairs(padding, tuple(in_size), kernel, stride_t, dilation_t)
-    padded = tuple(n + b + a for n, (b, a) in zip(in_size, pads))
-    _check_kernel_fits(kernel, dilation_t, padded, in_size, pads)
-    out = tuple(_out_len(p, k, s, d) for p, k, s, d in zip(padded, kernel, stride_t, dilation_t))
-    if out != w_out:
+    spec = _correlation_spec(xp, batch, c_in, c_out, 1, tuple(in_size), kernel, stride=stride,
+                             padding=padding, dilation=dilation, padding_mode=padding_mode)
+    if spec.out_size != w_out:
         raise ShapeError(
-            f"w holds one kernel per output position, so w.shape[:{ndim}] must be S_out = {out} "
-            f"(x of shape {tuple(x.shape)}, kernel {kernel}, stride {stride_t}, dilation "
-            f"{dilation_t}, padding {pads}); got w of shape {tuple(w.shape)}"
+            f"w holds one kernel per output position, so w.shape[:{ndim}] must be S_out = "
+            f"{spec.out_size} (x of shape {tuple(x.shape)}, kernel {kernel}, stride "
+            f"{spec.stride}, dilation {spec.dilation}, padding {spec.pads}); got w of shape "
+            f"{tuple(w.shape)}"
         )
-    per_position = _check_position_bias(bias, out, c_out)
-    spec = ConvSpec(
-        xp=xp, ndim=ndim, batch=batch, in_channels=c_in, out_channels=c_out, groups=1,
-        in_size=tuple(in_size), kernel=kernel, stride=stride_t, dilation=dilation_t,
-        pads=pads, padding_mode=mode, out_size=out,
-    )
-    return spec, per_position
+    return spec, _check_position_bias(bias, spec.out_size, c_out)
 
 
 @dataclass(frozen=True)

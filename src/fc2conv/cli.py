@@ -111,24 +111,20 @@ def ladder_rows(size: tuple[int, ...], delta: int, channels: tuple[int, int] = (
             "radius": ladder.locality_radius(dense, circular=circular),
         }
 
-    dense = _family(nn, "DenseGrid", ndim)(c_in, c_out, size, dtype=np.float64, rng=seed)
+    dense = getattr(nn, f"DenseGrid{ndim}d")(c_in, c_out, size, dtype=np.float64, rng=seed)
     local = ladder.localize(dense, delta)
     conv = ladder.tie(local)
     down = [describe("dense-on-grid (random W)", dense, None),
             describe(f"locally connected = localize(dense, {delta})", local, dense),
             describe("convolution = tie(locally connected)", conv, local)]
-    conv_c = _family(nn, "Conv", ndim)(c_in, c_out, 2 * delta + 1, padding=delta,
-                                       padding_mode="circular", dtype=np.float64, rng=seed)
+    conv_c = getattr(nn, f"Conv{ndim}d")(c_in, c_out, 2 * delta + 1, padding=delta,
+                                         padding_mode="circular", dtype=np.float64, rng=seed)
     local_c = ladder.untie(conv_c, size)
     dense_c = ladder.to_dense(local_c)
     up = [describe("convolution (random, circular padding)", conv_c, None, True),
           describe("locally connected = untie(conv)", local_c, conv_c, True),
           describe("dense-on-grid = to_dense(locally connected)", dense_c, local_c, True)]
     return {"down": down, "up": up, "shift": list(offsets)}
-
-
-def _family(module: object, name: str, ndim: int) -> object:
-    return getattr(module, f"{name}{ndim}d")
 
 
 def _ladder(args: argparse.Namespace) -> None:

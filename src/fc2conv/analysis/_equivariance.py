@@ -125,12 +125,7 @@ def shift_error(
     >>> shift_error(strided, x, 2, output_shift=1) < 1e-12
     True
     """
-    xp = _validate._namespace("x", x)
-    mode = _mode(mode)
-    shifts, axes = _shifts_and_axes(tuple(x.shape), shift, axes)
-    y = f(x)
-    y_of_shifted = f(_apply(xp, x, shifts, axes, mode))
-    _check_same_shape(y, y_of_shifted)
+    shifts, axes, mode, y, y_of_shifted = _outputs(f, x, shift, axes, mode)
     y_ndim, x_ndim = len(y.shape), len(x.shape)
     if y_ndim != x_ndim:
         raise ArgumentError(
@@ -184,13 +179,20 @@ def invariance_error(
     >>> invariance_error(conv, x, (2, -3)) > 0.5
     True
     """
+    _, _, _, y, y_of_shifted = _outputs(f, x, shift, axes, mode)
+    return _relative(y_of_shifted, y)
+
+
+def _outputs(f: Callable[[Any], Any], x: Any, shift: Any, axes: Any,
+             mode: Any) -> tuple[tuple[int, ...], tuple[int, ...], str, Any, Any]:
+    """``f(x)`` and ``f(S x)`` (checked to have one shape), with the resolved shift."""
     xp = _validate._namespace("x", x)
     mode = _mode(mode)
     shifts, axes = _shifts_and_axes(tuple(x.shape), shift, axes)
     y = f(x)
     y_of_shifted = f(_apply(xp, x, shifts, axes, mode))
     _check_same_shape(y, y_of_shifted)
-    return _relative(y_of_shifted, y)
+    return shifts, axes, mode, y, y_of_shifted
 
 
 # ---------------------------------------------------------------------------------------------

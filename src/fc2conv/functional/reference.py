@@ -218,6 +218,42 @@ def _out_size(n_padded: int, k: int, s: int, dl: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _sliding(x, kernel, stride, padding, dilation, padding_mode):
+    """Per-dim stride/dilation, padding pairs, the padded input and the output size."""
+    d = x.ndim - 2
+    stride = _per_dim("stride", stride, d, 1)
+    dilation = _per_dim("dilation", dilation, d, 1)
+    if padding_mode not in PADDING_MODES:
+        raise ArgumentError(
+            f"padding_mode: expected one of {PADDING_MODES}, got {padding_mode!r}"
+        )
+    pairs = _conv_padding(padding, x.shape[2:], kernel, stride, dilation)
+    xpad = pad(x, pairs, padding_mode)
+    out_shape = tuple(
+        _out_size(n, k, s, dl) for n, k, s, dl in zip(xpad.shape[2:], kernel, stride, dilation)
+    )
+    if any(m < 1 for m in out_shape):
+        raise ShapeError(
+            f"x: padded spatial size {xpad.shape[2:]} is smaller than the dilated kernel "
+            f"{tuple(dl * (k - 1) + 1 for k, dl in zip(kernel, dilation))}"
+        )
+    return stride, dilation, pairs, xpad, out_shape
+
+
+def _receptive_field(xpad, i, stride, dilation, kernel):
+    """What output position ``i`` reads: ``xpad[:, :, i*stride + a*dilation]`` for all ``a``."""
+    return xpad[
+        (
+            slice(None),
+            slice(None),
+            *(
+                slice(ii * s, ii * s + dl * (k - 1) + 1, dl)
+                for ii, s, dl, k in zip(i, stride, dilation, kernel)
+            ),
+        )
+    ]
+
+
 def correlate(
     x: object,
     w: object,
@@ -265,22 +301,9 @@ def correlate(
         )
     og = c_out // groups
     kernel = w.shape[2:]
-    stride = _per_dim("stride", stride, d, 1)
-    dilation = _per_dim("dilation", dilation, d, 1)
-    if padding_mode not in PADDING_MODES:
-        raise ArgumentError(
-            f"padding_mode: expected one of {PADDING_MODES}, got {padding_mode!r}"
-        )
-    pairs = _conv_padding(padding, x.shape[2:], kernel, stride, dilation)
-    xpad = pad(x, pairs, padding_mode)
-    out_shape = tuple(
-        _out_size(n, k, s, dl) for n, k, s, dl in zip(xpad.shape[2:], kernel, stride, dilation)
+    stride, dilation, _, xpad, out_shape = _sliding(
+        x, kernel, stride, padding, dilation, padding_mode
     )
-    if any(m < 1 for m in out_shape):
-        raise ShapeError(
-            f"x: padded spatial size {xpad.shape[2:]} is smaller than the dilated kernel "
-            f"{tuple(dl * (k - 1) + 1 for k, dl in zip(kernel, dilation))}"
-        )
     if bias is None:
         b = np.zeros(c_out)
     else:
@@ -290,17 +313,7 @@ def correlate(
 
     y = np.zeros((n_batch, c_out, *out_shape), dtype=np.float64)
     for i in np.ndindex(*out_shape):
-        # the receptive field of output position i: xpad[:, :, i*stride + a*dilation] for all a
-        window = xpad[
-            (
-                slice(None),
-                slice(None),
-                *(
-                    slice(ii * s, ii * s + dl * (k - 1) + 1, dl)
-                    for ii, s, dl, k in zip(i, stride, dilation, kernel)
-                ),
-            )
-        ]
+        window = _receptive_field(xpad, i, stride, dilation, kernel)
         for g in range(groups):
             xg = window[:, g * cg : (g + 1) * cg]  # (N, Cg, *K)
             wg = w[g * og : (g + 1) * og]  # (Og, Cg, *K)
@@ -556,22 +569,9 @@ def local_correlate(
         )
     if any(k < 1 for k in kernel):
         raise ShapeError(f"w: expected kernel dims K >= 1, got shape {w.shape}")
-    stride = _per_dim("stride", stride, d, 1)
-    dilation = _per_dim("dilation", dilation, d, 1)
-    if padding_mode not in PADDING_MODES:
-        raise ArgumentError(
-            f"padding_mode: expected one of {PADDING_MODES}, got {padding_mode!r}"
-        )
-    pairs = _conv_padding(padding, x.shape[2:], kernel, stride, dilation)
-    xpad = pad(x, pairs, padding_mode)
-    out_shape = tuple(
-        _out_size(n, k, s, dl) for n, k, s, dl in zip(xpad.shape[2:], kernel, stride, dilation)
+    stride, dilation, pairs, xpad, out_shape = _sliding(
+        x, kernel, stride, padding, dilation, padding_mode
     )
-    if any(m < 1 for m in out_shape):
-        raise ShapeError(
-            f"x: padded spatial size {xpad.shape[2:]} is smaller than the dilated kernel "
-            f"{tuple(dl * (k - 1) + 1 for k, dl in zip(kernel, dilation))}"
-        )
     if w.shape[:d] != out_shape:
         raise ShapeError(
             f"w: expected shape (*S_out, C_out, C_in, *K) with S_out = {out_shape} (from x "
@@ -582,17 +582,7 @@ def local_correlate(
 
     y = np.zeros((n_batch, c_out, *out_shape), dtype=np.float64)
     for p in np.ndindex(*out_shape):
-        # the receptive field of output position p: xpad[:, :, p*stride + a*dilation] for all a
-        window = xpad[
-            (
-                slice(None),
-                slice(None),
-                *(
-                    slice(pp * s, pp * s + dl * (k - 1) + 1, dl)
-                    for pp, s, dl, k in zip(p, stride, dilation, kernel)
-                ),
-            )
-        ]  # (N, C_in, *K)
+        window = _receptive_field(xpad, p, stride, dilation, kernel)  # (N, C_in, *K)
         prod = window[:, None] * w[p][None]  # (N, C_out, C_in, *K), position p's own kernel
         y[_at(p)] = prod.reshape(n_batch, c_out, -1).sum(axis=-1) + b[p]
     return y

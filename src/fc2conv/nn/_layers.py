@@ -458,9 +458,11 @@ class DenseGrid3d(_DenseGridNd):
 # pooling
 
 
-class _MaxPoolNd(_Spatial):
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                 dilation: Any = 1, ceil_mode: bool = False) -> None:
+class _PoolNd(_Spatial):
+    """Shared by max and average pooling: the window geometry, forward, backward, shapes."""
+
+    def __init__(self, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+                 ceil_mode: bool) -> None:
         super().__init__()
         self.kernel_size = per_axis("kernel_size", kernel_size, self.ndim, minimum=1)
         self.stride = (self.kernel_size if stride is None
@@ -469,27 +471,45 @@ class _MaxPoolNd(_Spatial):
         self.dilation = per_axis("dilation", dilation, self.ndim, minimum=1)
         self.ceil_mode = ceil_mode
 
-    def _options(self) -> dict[str, Any]:
-        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
-                "ceil_mode": self.ceil_mode}
+    def _op(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def _vjp(self, grad_out: Any, x: Any) -> Any:
+        raise NotImplementedError
 
     def forward(self, x: Any) -> Any:
         self._check_rank(x)
         self._input = x
-        return F.max_pool(x, self.kernel_size, **self._options())
+        return self._op(x)
 
     def backward(self, grad_out: Any) -> Any:
-        return F.max_pool_vjp(grad_out, self._saved_input(), self.kernel_size,
-                              **self._options())[0]
+        return self._vjp(grad_out, self._saved_input())
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         self._check_example_shape(in_shape)
         spec = pool_spec(_shape_only((1, *in_shape), np.float32), self.kernel_size,
-                         **self._options())
+                         stride=self.stride, padding=self.padding, dilation=self.dilation,
+                         ceil_mode=self.ceil_mode)
         return (in_shape[0], *spec.out_size)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class _MaxPoolNd(_PoolNd):
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 dilation: Any = 1, ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
+
+    def _options(self) -> dict[str, Any]:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
+                "ceil_mode": self.ceil_mode}
+
+    def _op(self, x: Any) -> Any:
+        return F.max_pool(x, self.kernel_size, **self._options())
+
+    def _vjp(self, grad_out: Any, x: Any) -> Any:
+        return F.max_pool_vjp(grad_out, x, self.kernel_size, **self._options())[0]
 
 
 class MaxPool1d(_MaxPoolNd):
@@ -526,39 +546,21 @@ class MaxPool3d(_MaxPoolNd):
     ndim = 3
 
 
-class _AvgPoolNd(_Spatial):
+class _AvgPoolNd(_PoolNd):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  ceil_mode: bool = False, count_include_pad: bool = True) -> None:
-        super().__init__()
-        self.kernel_size = per_axis("kernel_size", kernel_size, self.ndim, minimum=1)
-        self.stride = (self.kernel_size if stride is None
-                       else per_axis("stride", stride, self.ndim, minimum=1))
-        self.padding = per_axis("padding", padding, self.ndim, minimum=0)
-        self.ceil_mode = ceil_mode
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
         self.count_include_pad = count_include_pad
 
     def _options(self) -> dict[str, Any]:
         return {"stride": self.stride, "padding": self.padding, "ceil_mode": self.ceil_mode,
                 "count_include_pad": self.count_include_pad}
 
-    def forward(self, x: Any) -> Any:
-        self._check_rank(x)
-        self._input = x
+    def _op(self, x: Any) -> Any:
         return F.avg_pool(x, self.kernel_size, **self._options())
 
-    def backward(self, grad_out: Any) -> Any:
-        return F.avg_pool_vjp(grad_out, self._saved_input(), self.kernel_size,
-                              **self._options())[0]
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        self._check_example_shape(in_shape)
-        spec = pool_spec(_shape_only((1, *in_shape), np.float32), self.kernel_size,
-                         stride=self.stride, padding=self.padding, dilation=1,
-                         ceil_mode=self.ceil_mode)
-        return (in_shape[0], *spec.out_size)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+    def _vjp(self, grad_out: Any, x: Any) -> Any:
+        return F.avg_pool_vjp(grad_out, x, self.kernel_size, **self._options())[0]
 
 
 class AvgPool1d(_AvgPoolNd):
