@@ -11,7 +11,13 @@ NumPy arrays or any array-API array (PyTorch, CuPy, ...), with gradients in
 """
 
 from ._aliases import fixed_rank as _fixed_rank
-from ._errors import ArgumentError, DTypeError, Fc2convError, ShapeError
+from ._errors import (
+    ArgumentError,
+    DTypeError,
+    Fc2convError,
+    MissingDependencyError,
+    ShapeError,
+)
 from .functional import (
     avg_pool,
     conv_transpose,
@@ -49,6 +55,7 @@ __all__ = [
     "ArgumentError",
     "DTypeError",
     "Fc2convError",
+    "MissingDependencyError",
     "ShapeError",
     "__version__",
     "avg_pool",

@@ -7,7 +7,17 @@ exception a caller would expect (``ValueError`` or ``TypeError``), so both
 
 from __future__ import annotations
 
-__all__ = ["ArgumentError", "DTypeError", "Fc2convError", "ShapeError"]
+import importlib
+from types import ModuleType
+
+__all__ = [
+    "ArgumentError",
+    "DTypeError",
+    "Fc2convError",
+    "MissingDependencyError",
+    "ShapeError",
+    "require",
+]
 
 
 class Fc2convError(Exception):
@@ -24,3 +34,24 @@ class ArgumentError(Fc2convError, ValueError):
 
 class DTypeError(Fc2convError, TypeError):
     """An argument has the wrong type: not an array, or not a supported dtype."""
+
+
+class MissingDependencyError(Fc2convError, ImportError):
+    """An optional package is not installed; the message says what to install."""
+
+
+def require(module: str, *, package: str, purpose: str, extra: str = "data") -> ModuleType:
+    """Import ``module`` lazily, or raise :class:`MissingDependencyError` naming ``package``
+    and the fc2conv extra that installs it.
+
+    >>> require("numpy", package="numpy", purpose="this example").__name__
+    'numpy'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{purpose} needs the optional package {package!r}, which could not be imported "
+            f"({exc}); install it with `pip install {package}` or "
+            f"`pip install 'fc2conv[{extra}]'`"
+        ) from exc

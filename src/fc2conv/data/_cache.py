@@ -7,14 +7,14 @@ over the final name with :func:`os.replace`, so a reader sees either no file or 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from .._atomic import atomic_open
 
 __all__ = ["cache_dir", "load_npz", "save_npz_atomic"]
 
@@ -58,19 +58,8 @@ def save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     ...     load_npz(Path(tmp) / "a.npz", ("x",))["x"].tolist()
     [0, 1, 2]
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _write_npz(file, arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp's 0600 would hide a shared cache from its users
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+    with atomic_open(path) as file:
+        _write_npz(file, arrays)
 
 
 def load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:

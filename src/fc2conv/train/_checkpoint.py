@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_open
 from .._errors import ArgumentError, Fc2convError
 
 __all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
@@ -62,17 +62,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: Any, optimizer: Any = N
         raise ArgumentError(f"meta must be JSON-serialisable: {error}") from None
     data = save(tensors, metadata=header)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(target) as f:
+        f.write(data)
     return target
 
 
