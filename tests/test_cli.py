@@ -47,9 +47,9 @@ def test_params_prints_the_seed_table(capsys):
 
 
 def test_ladder_walks_down_by_projection_and_up_exactly(capsys):
-    from fc2conv.cli import ladder_rows
+    from fc2conv.ladder import walk
 
-    rows = ladder_rows((10, 10), 1)
+    rows = walk((10, 10), 1)
     down, up = rows["down"], rows["up"]
     assert [r["params"] for r in down] == [100 * 100 + 100, 100 * 9 + 100, 10]
     # random dense and locally connected layers are far from equivariant, the conv is

@@ -1,5 +1,6 @@
 """The ``fc2conv`` command.
 
+``fc2conv tour`` runs the whole derivation, training included, and writes results and figures;
 ``fc2conv demo`` runs the derivation's key facts on small arrays in a second; ``fc2conv params``
 prints the seed's parameter table for any image size; ``fc2conv ladder`` walks the ladder
 dense-on-grid -> locally connected -> convolution on a random image, down (projections) and up
@@ -70,66 +71,11 @@ def _params(args: argparse.Namespace) -> None:
                           hidden=args.hidden))
 
 
-def ladder_rows(size: tuple[int, ...], delta: int, channels: tuple[int, int] = (1, 1),
-                seed: int = 0, shift: tuple[int, ...] | None = None) -> dict[str, list[dict]]:
-    """The numbers ``fc2conv ladder`` prints, per rung, for tests and notebooks.
-
-    ``down``: a random dense-on-grid layer, :func:`ladder.localize` to a locally connected one,
-    :func:`ladder.tie` to a convolution; each step is a projection, so ``vs_above`` (relative
-    output change) is large for a random layer. ``up``: a random circular convolution,
-    :func:`ladder.untie`, :func:`ladder.to_dense`; each step is exact, ``vs_above`` ~ 1e-16.
-    """
-    from . import ladder, nn
-    from .analysis import count_flops, count_params, shift_error
-
-    ndim = len(size)
-    c_in, c_out = channels
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((4, c_in, *size))
-    offsets = shift if shift is not None else tuple(max(1, n // 4) for n in size)
-    # zero padding is equivariant away from the border: compare there only
-    margin = tuple(abs(o) + delta for o in offsets)
-    interior = (Ellipsis, *(slice(m, n - m) for m, n in zip(margin, size)))
-
-    def describe(name: str, layer: nn.Module, above: nn.Module | None,
-                 circular: bool = False) -> dict:
-        y = layer(x)
-        dense = layer if isinstance(layer, nn.DenseGrid1d | nn.DenseGrid2d | nn.DenseGrid3d) \
-            else ladder.to_dense(layer, size)
-        shifted = np.roll(x, offsets, axis=tuple(range(2, 2 + ndim)))
-        moved = np.roll(y, offsets, axis=tuple(range(2, 2 + ndim)))
-        inner = np.linalg.norm((layer(shifted) - moved)[interior])
-        return {
-            "rung": name,
-            "params": count_params(layer),
-            "flops": count_flops(layer, (c_in, *size)),
-            "vs_above": None if above is None else float(
-                np.linalg.norm(y - above(x)) / np.linalg.norm(above(x))),
-            "shift_error": shift_error(layer, x, offsets),
-            "shift_error_interior": float(inner / np.linalg.norm(y[interior])),
-            "translation_invariant": ladder.is_translation_invariant(dense),
-            "radius": ladder.locality_radius(dense, circular=circular),
-        }
-
-    dense = getattr(nn, f"DenseGrid{ndim}d")(c_in, c_out, size, dtype=np.float64, rng=seed)
-    local = ladder.localize(dense, delta)
-    conv = ladder.tie(local)
-    down = [describe("dense-on-grid (random W)", dense, None),
-            describe(f"locally connected = localize(dense, {delta})", local, dense),
-            describe("convolution = tie(locally connected)", conv, local)]
-    conv_c = getattr(nn, f"Conv{ndim}d")(c_in, c_out, 2 * delta + 1, padding=delta,
-                                         padding_mode="circular", dtype=np.float64, rng=seed)
-    local_c = ladder.untie(conv_c, size)
-    dense_c = ladder.to_dense(local_c)
-    up = [describe("convolution (random, circular padding)", conv_c, None, True),
-          describe("locally connected = untie(conv)", local_c, conv_c, True),
-          describe("dense-on-grid = to_dense(locally connected)", dense_c, local_c, True)]
-    return {"down": down, "up": up, "shift": list(offsets)}
-
-
 def _ladder(args: argparse.Namespace) -> None:
     size, delta = tuple(args.size), args.delta
-    rows = ladder_rows(size, delta, tuple(args.channels), args.seed)
+    from .ladder import walk
+
+    rows = walk(size, delta, tuple(args.channels), args.seed)
     grid = " x ".join(map(str, size))
     print(f"fc2conv ladder: random {grid} images, C_in = {args.channels[0]} -> C_out = "
           f"{args.channels[1]}, delta = {delta}, shift {tuple(rows['shift'])}, float64\n")
@@ -177,6 +123,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"fc2conv {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tour = commands.add_parser(
+        "tour", help="the whole derivation, run: parameter table, ladder, edge kernel, "
+                     "MNIST-1D table (logistic/MLP/LC/CNN), equivariance, sample efficiency")
+    tour.add_argument("--out", default="fc2conv-tour", metavar="DIR",
+                      help="where results.json, figures and weights go (default: "
+                           "./fc2conv-tour)")
+    tour.add_argument("--quick", action="store_true",
+                      help="a smaller version (300 steps, 3 sizes) that runs in under a minute")
+    tour.add_argument("--seeds", type=int, default=1,
+                      help="seeds per model: mean +- std over them (default: 1; the full "
+                           "reproduction uses 3)")
+    tour.add_argument("--steps", type=int, default=None,
+                      help="training steps per model (default: 6000, the paper's; --quick: 300)")
+    tour.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     commands.add_parser("demo", help="run the derivation's key facts on small examples")
     commands.add_parser("info", help="show library versions, BLAS and threads")
     params = commands.add_parser(
@@ -206,7 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ladder" and args.delta > min(args.size) - 1:
         parser.error(f"--delta must be below the image size; got {args.delta} for "
                      f"{tuple(args.size)}")
-    if args.command == "demo":
+    if args.command == "tour" and (args.seeds < 1 or (args.steps is not None
+                                                       and args.steps < 1)):
+        parser.error(f"--seeds and --steps must be positive; got --seeds {args.seeds}, "
+                     f"--steps {args.steps}")
+    if args.command == "tour":
+        from ._tour import TourSettings, run_tour
+
+        run_tour(args.out, settings=TourSettings.make(quick=args.quick, seeds=args.seeds,
+                                                      steps=args.steps),
+                 progress=not args.no_progress)
+    elif args.command == "demo":
         _demo()
     elif args.command == "params":
         _params(args)

@@ -47,6 +47,7 @@ __all__ = [
     "tie",
     "to_dense",
     "untie",
+    "walk",
 ]
 
 _AFFINE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -467,3 +468,59 @@ def _position_mean(a: np.ndarray, d: int) -> np.ndarray:
     if a.ndim == 1:  # already shared
         return a.copy()
     return np.ascontiguousarray(a.astype(np.float64).mean(axis=tuple(range(d))).astype(a.dtype))
+
+
+def walk(size: tuple[int, ...], delta: int, channels: tuple[int, int] = (1, 1),
+         seed: int = 0, shift: tuple[int, ...] | None = None) -> dict[str, list[dict]]:
+    """Walk the ladder on random images: the numbers ``fc2conv ladder`` prints, per rung.
+
+    ``down``: a random dense-on-grid layer, :func:`localize` to a locally connected one,
+    :func:`tie` to a convolution; each step is a projection, so ``vs_above`` (relative
+    output change) is large for a random layer. ``up``: a random circular convolution,
+    :func:`untie`, :func:`to_dense`; each step is exact, ``vs_above`` ~ 1e-16.
+    """
+    from .analysis import count_flops, count_params, shift_error
+
+    ndim = len(size)
+    c_in, c_out = channels
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4, c_in, *size))
+    offsets = shift if shift is not None else tuple(max(1, n // 4) for n in size)
+    # zero padding is equivariant away from the border: compare there only
+    margin = tuple(abs(o) + delta for o in offsets)
+    interior = (Ellipsis, *(slice(m, n - m) for m, n in zip(margin, size)))
+
+    def describe(name: str, layer: nn.Module, above: nn.Module | None,
+                 circular: bool = False) -> dict:
+        y = layer(x)
+        dense = layer if isinstance(layer, nn.DenseGrid1d | nn.DenseGrid2d | nn.DenseGrid3d) \
+            else to_dense(layer, size)
+        shifted = np.roll(x, offsets, axis=tuple(range(2, 2 + ndim)))
+        moved = np.roll(y, offsets, axis=tuple(range(2, 2 + ndim)))
+        inner = np.linalg.norm((layer(shifted) - moved)[interior])
+        return {
+            "rung": name,
+            "params": count_params(layer),
+            "flops": count_flops(layer, (c_in, *size)),
+            "vs_above": None if above is None else float(
+                np.linalg.norm(y - above(x)) / np.linalg.norm(above(x))),
+            "shift_error": shift_error(layer, x, offsets),
+            "shift_error_interior": float(inner / np.linalg.norm(y[interior])),
+            "translation_invariant": is_translation_invariant(dense),
+            "radius": locality_radius(dense, circular=circular),
+        }
+
+    dense = getattr(nn, f"DenseGrid{ndim}d")(c_in, c_out, size, dtype=np.float64, rng=seed)
+    local = localize(dense, delta)
+    conv = tie(local)
+    down = [describe("dense-on-grid (random W)", dense, None),
+            describe(f"locally connected = localize(dense, {delta})", local, dense),
+            describe("convolution = tie(locally connected)", conv, local)]
+    conv_c = getattr(nn, f"Conv{ndim}d")(c_in, c_out, 2 * delta + 1, padding=delta,
+                                         padding_mode="circular", dtype=np.float64, rng=seed)
+    local_c = untie(conv_c, size)
+    dense_c = to_dense(local_c)
+    up = [describe("convolution (random, circular padding)", conv_c, None, True),
+          describe("locally connected = untie(conv)", local_c, conv_c, True),
+          describe("dense-on-grid = to_dense(locally connected)", dense_c, local_c, True)]
+    return {"down": down, "up": up, "shift": list(offsets)}
