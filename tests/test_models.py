@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_nn import TorchResidual  # torch twin of nn.Residual
 
 from fc2conv import ladder, train
 from fc2conv.analysis import count_params
@@ -60,22 +61,13 @@ def test_full_model_and_loss_gradients_match_finite_differences(name):
                 (name, key, i)
 
 
-class _TorchResidual(torch.nn.Module):
-    def __init__(self, body):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x):
-        return x + self.body(x)
-
-
 def _torch_twin(name):
     t = torch.nn
     if name == "logistic":
         return t.Sequential(t.Flatten(), t.Linear(40, 10))
     if name == "mlp":
         return t.Sequential(t.Flatten(), t.Linear(40, 100), t.ReLU(),
-                            _TorchResidual(t.Sequential(t.Linear(100, 100), t.ReLU())),
+                            TorchResidual(t.Sequential(t.Linear(100, 100), t.ReLU())),
                             t.Linear(100, 10))
     return t.Sequential(t.Conv1d(1, 25, 5, 2, 1), t.ReLU(), t.Conv1d(25, 25, 3, 2, 1), t.ReLU(),
                         t.Conv1d(25, 25, 3, 2, 1), t.ReLU(), t.Flatten(), t.Linear(125, 10))
