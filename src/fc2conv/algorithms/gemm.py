@@ -24,7 +24,12 @@ import array_api_compat
 from .._validate import ConvSpec
 from .._windows import offsets, window
 
-__all__ = ["correlate", "input_grad", "weight_grad"]
+__all__ = ["correlate", "input_grad", "unsupported", "weight_grad"]
+
+
+def unsupported(spec: ConvSpec, method: str) -> str | None:
+    """GEMM runs every layer."""
+    return None
 
 
 def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:

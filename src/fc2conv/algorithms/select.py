@@ -20,8 +20,9 @@ COLUMN_BUDGET_ELEMENTS = 1 << 25
 SHIFT_MIN_CHANNELS = 64
 
 
-def choose(spec: ConvSpec) -> str:
-    """The method ``"auto"`` resolves to for this layer."""
+def choose(spec: ConvSpec, step: str = "correlate") -> str:
+    """The method ``"auto"`` resolves to for one step of this layer: ``"correlate"``,
+    ``"input_grad"`` or ``"weight_grad"``."""
     if spec.method != "auto":
         return spec.method
     kernel_volume = math.prod(spec.kernel)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _padding, _validate
-from ..algorithms import choose, gemm
+from ..algorithms import choose, implementation
 
 __all__ = [
     "conv_transpose",
@@ -146,8 +146,9 @@ def conv_transpose(
         dilation=dilation, groups=groups,
     )
     xp = spec.xp
-    y = _padding.pad_vjp(xp, gemm.input_grad(xp, x, w, spec, choose(spec)), spec.in_size,
-                         spec.pads, "zeros")
+    method = choose(spec, "input_grad")
+    grad = implementation(spec, method).input_grad(xp, x, w, spec, method)
+    y = _padding.pad_vjp(xp, grad, spec.in_size, spec.pads, "zeros")
     return _add_bias(xp, y, bias)
 
 
@@ -247,10 +248,11 @@ def conv_transpose_vjp(
     xp = spec.xp
     _validate.check_grad_out(grad_out, (spec.batch, spec.in_channels, *spec.in_size), xp,
                              x.dtype)
-    method = choose(spec)
     grad_out_pad = _padding.pad(xp, grad_out, spec.pads, "zeros")
-    grad_x = gemm.correlate(xp, grad_out_pad, w, spec, method)
-    grad_w = gemm.weight_grad(xp, x, grad_out_pad, spec, method)
+    method = choose(spec, "correlate")
+    grad_x = implementation(spec, method).correlate(xp, grad_out_pad, w, spec, method)
+    method = choose(spec, "weight_grad")
+    grad_w = implementation(spec, method).weight_grad(xp, x, grad_out_pad, spec, method)
     return grad_x, grad_w, _bias_grad(xp, grad_out, bias)
 
 
@@ -263,20 +265,23 @@ def _forward(spec: _validate.ConvSpec, x: Any, w: Any, bias: Any, *, flip: bool)
     if flip:
         w = _flip(xp, w)
     x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode)
-    return _add_bias(xp, gemm.correlate(xp, x_pad, w, spec, choose(spec)), bias)
+    method = choose(spec, "correlate")
+    y = implementation(spec, method).correlate(xp, x_pad, w, spec, method)
+    return _add_bias(xp, y, bias)
 
 
 def _backward(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bias: Any, *,
               flip: bool) -> tuple[Any, Any, Any]:
     xp = spec.xp
     _validate.check_grad_out(grad_out, spec.output_shape, xp, x.dtype)
-    method = choose(spec)
     if flip:
         w = _flip(xp, w)
     x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode)
-    grad_x_pad = gemm.input_grad(xp, grad_out, w, spec, method)
+    method = choose(spec, "input_grad")
+    grad_x_pad = implementation(spec, method).input_grad(xp, grad_out, w, spec, method)
     grad_x = _padding.pad_vjp(xp, grad_x_pad, spec.in_size, spec.pads, spec.padding_mode)
-    grad_w = gemm.weight_grad(xp, grad_out, x_pad, spec, method)
+    method = choose(spec, "weight_grad")
+    grad_w = implementation(spec, method).weight_grad(xp, grad_out, x_pad, spec, method)
     if flip:
         grad_w = _flip(xp, grad_w)
     return grad_x, grad_w, _bias_grad(xp, grad_out, bias)
