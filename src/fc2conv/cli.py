@@ -4,7 +4,8 @@
 ``fc2conv demo`` runs the derivation's key facts on small arrays in a second; ``fc2conv params``
 prints the seed's parameter table for any image size; ``fc2conv ladder`` walks the ladder
 dense-on-grid -> locally connected -> convolution on a random image, down (projections) and up
-(exact embeddings); ``fc2conv info`` shows what the numbers will be computed with.
+(exact embeddings); ``fc2conv filter`` filters an image of any size tile by tile on Dask;
+``fc2conv info`` shows what the numbers will be computed with.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import __version__, convolve, correlate, max_pool
+from ._filter_cli import add_filter_parser, run_filter
 from ._padding import NUMPY_MODE, SCIPY_MODE, pad
 from ._validate import PADDING_MODES
 
@@ -157,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     walk.add_argument("--channels", type=int, nargs=2, default=[1, 1],
                       metavar=("C_IN", "C_OUT"), help="input and output channels (default 1 1)")
     walk.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_filter_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "filter":
+        return run_filter(args)
     if args.command in ("params", "ladder"):
         if not 1 <= len(args.size) <= 3:
             parser.error(f"--size takes 1 to 3 numbers; got {len(args.size)}")

@@ -1,0 +1,9 @@
+"""Collection rules shared by the tests and the doctests of ``src/fc2conv``.
+
+``fc2conv.scale`` needs the ``scale`` extra (Dask, Zarr); without it its modules cannot be
+imported, so their doctests are not collected (tests/test_scale*.py skip themselves).
+"""
+
+import importlib.util
+
+collect_ignore_glob = [] if importlib.util.find_spec("dask") else ["src/fc2conv/scale/*"]
