@@ -1,13 +1,22 @@
-"""Time fc2conv's correlation against PyTorch's CPU convolution on DESIGN.md's layer suite.
+"""Time fc2conv's correlation against PyTorch's CPU convolution and SciPy, one process.
 
-Forward and forward+backward (input, weight and bias gradients), float32, in one process;
-median of repeated runs after a warm-up; GFLOP/s counts a multiply-add as 2 FLOPs.
+The standard layer suite of DESIGN.md, float32, forward and forward+backward (input, weight
+and bias gradients), median of ``--repeat`` runs after a warm-up; GFLOP/s counts a multiply-add
+as 2 FLOPs. Peers: ``torch.nn.functional.conv{1,2,3}d`` on every case and, on single-channel
+images, ``scipy.ndimage.correlate``, ``scipy.signal.fftconvolve`` and ``oaconvolve`` (forward
+only: SciPy has no gradients). ``--methods`` also times fc2conv's own methods one by one, so the
+table says whether ``auto`` picked the fastest (within 10 %).
 
-    python benchmarks/bench_conv.py                      # the suite minus the image filters
-    python benchmarks/bench_conv.py --cases lenet2 resnet-mid --repeat 9
-    python benchmarks/bench_conv.py --method im2col --json out.json
+    python benchmarks/bench_conv.py                        # the whole suite, auto only
+    python benchmarks/bench_conv.py --quick                # 3 runs per timing, no image filters
+    python benchmarks/bench_conv.py --methods auto im2col shift fft winograd winograd2 direct
+    python benchmarks/bench_conv.py --cases image-filter-5 image-filter-31 image-filter-101
+    python benchmarks/bench_conv.py --sweep docs/figures/image_filter.png   # time vs k
+    python benchmarks/bench_conv.py --json out.json
 
-The machines are shared and noisy: read the ratios, not the absolute times, and rerun.
+A peer slower than ``--slow`` seconds per call (PyTorch's 101 x 101 filter: oneDNN falls back
+to a reference kernel) is timed once instead of ``--repeat`` times. The machines are shared and
+noisy: read the ratios, not the absolute times, and rerun.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import statistics
 import sys
 import time
@@ -24,6 +34,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 import fc2conv
+from fc2conv import _blas
 from fc2conv.functional import correlate_vjp
 
 
@@ -38,6 +49,10 @@ class Case:
     stride: int = 1
     padding: object = 0
     groups: int = 1
+
+    @property
+    def single_channel(self) -> bool:
+        return self.n == self.c_in == self.c_out == 1
 
 
 # (N, C_in, H=W, C_out, k, stride, padding, groups) from ../shared/DESIGN.md
@@ -56,45 +71,69 @@ SUITE = [
     Case("image-filter-31", 1, 1, (2048, 2048), 1, 31, 1, "same"),
     Case("image-filter-101", 1, 1, (2048, 2048), 1, 101, 1, "same"),
 ]
-DEFAULT = [c.name for c in SUITE if not c.name.startswith("image-filter")]
+LAYERS = [c.name for c in SUITE if not c.name.startswith("image-filter")]
+METHODS = ("auto", "im2col", "shift", "fft", "winograd", "winograd2", "direct")
+SWEEP_K = (3, 5, 9, 15, 21, 31, 51, 71, 101)
 
 
-def median_time(fn, repeat: int, warmup: int = 2) -> float:
+def median_time(fn, repeat: int, slow: float = 5.0) -> tuple[float, int]:
+    """``(median seconds, runs)``: a warm-up call, then ``repeat`` timed calls back to back;
+    a call slower than ``slow`` seconds is timed once (the warm-up is the measurement)."""
     # OpenBLAS's and torch's worker threads spin for a while after a call; on 2 cores one
     # library's spinning pool steals the other's cores. A pause before each block lets the
     # other library's pool go idle; within the block calls run back to back, as in a training
     # loop (a pause between calls would time the pool waking up instead).
-    time.sleep(0.5)
-    for _ in range(warmup):
-        fn()
+    time.sleep(0.3)
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    if first > slow:
+        return first, 1
+    fn()  # a second warm-up: workspaces, caches and thread pools are now in steady state
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), repeat
 
 
-def run_case(case: Case, repeat: int, method: str) -> dict:
-    import torch
-    import torch.nn.functional as F
-
+def _arrays(case: Case, k: int | None = None):
+    k = case.k if k is None else k
     rng = np.random.default_rng(0)
     nd = len(case.size)
     x = rng.standard_normal((case.n, case.c_in, *case.size), dtype=np.float32)
-    w = rng.standard_normal((case.c_out, case.c_in // case.groups) + (case.k,) * nd,
+    w = rng.standard_normal((case.c_out, case.c_in // case.groups) + (k,) * nd,
                             dtype=np.float32)
     b = rng.standard_normal(case.c_out, dtype=np.float32)
+    return x, w, b
+
+
+def _supported(x, w, kw, method: str) -> bool:
+    try:
+        fc2conv.correlate(x[:1], w, method=method, **kw)
+    except fc2conv.ArgumentError:
+        return False
+    return True
+
+
+def run_case(case: Case, repeat: int, methods: tuple[str, ...], slow: float,
+             k: int | None = None, backward: bool = True) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    x, w, b = _arrays(case, k)
+    k = w.shape[-1]
+    nd = len(case.size)
     kw = dict(stride=case.stride, padding=case.padding, groups=case.groups)
-    y = fc2conv.correlate(x, w, b, method=method, **kw)
-    gy = rng.standard_normal(y.shape, dtype=np.float32)
-    flops = 2 * math.prod(y.shape) * (case.c_in // case.groups) * case.k**nd
+    y = fc2conv.correlate(x, w, b, **kw)
+    gy = np.random.default_rng(1).standard_normal(y.shape, dtype=np.float32)
+    flops = 2 * math.prod(y.shape) * (case.c_in // case.groups) * k**nd
 
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd]
     xt, wt, bt, gyt = (torch.from_numpy(a) for a in (x, w, b, gy))
-    xt.requires_grad_(True)
-    wt.requires_grad_(True)
-    bt.requires_grad_(True)
+    for t in (xt, wt, bt):
+        t.requires_grad_(True)
 
     def torch_forward():
         with torch.no_grad():
@@ -104,65 +143,215 @@ def run_case(case: Case, repeat: int, method: str) -> dict:
         out = conv(xt, wt, bt, **kw)
         torch.autograd.grad(out, (xt, wt, bt), gyt)
 
-    def ours_forward():
-        fc2conv.correlate(x, w, b, method=method, **kw)
+    timings = {}  # label -> (ms, runs)
 
-    def ours_both():
-        fc2conv.correlate(x, w, b, method=method, **kw)
-        correlate_vjp(gy, x, w, b, method=method, **kw)
+    def time_it(label, fn):
+        seconds, runs = median_time(fn, repeat, slow)
+        timings[label] = (1e3 * seconds, runs)
 
-    row = {"case": case.name, "config": asdict(case), "gflop": flops / 1e9}
-    for label, fn in (("fc2conv_fwd", ours_forward), ("torch_fwd", torch_forward),
-                      ("fc2conv_fwdbwd", ours_both), ("torch_fwdbwd", torch_both)):
-        row[label + "_ms"] = 1e3 * median_time(fn, repeat)
-    row["ratio_fwd"] = row["fc2conv_fwd_ms"] / row["torch_fwd_ms"]
-    row["ratio_fwdbwd"] = row["fc2conv_fwdbwd_ms"] / row["torch_fwdbwd_ms"]
-    row["fc2conv_fwd_gflops"] = flops / row["fc2conv_fwd_ms"] / 1e6
-    row["torch_fwd_gflops"] = flops / row["torch_fwd_ms"] / 1e6
+    for method in methods:
+        if not _supported(x, w, kw, method):
+            continue
+        time_it(f"{method}_fwd", lambda m=method: fc2conv.correlate(x, w, b, method=m, **kw))
+        if backward:
+            def both(m=method):
+                fc2conv.correlate(x, w, b, method=m, **kw)
+                correlate_vjp(gy, x, w, b, method=m, **kw)
+
+            time_it(f"{method}_fwdbwd", both)
+    time_it("torch_fwd", torch_forward)
+    if backward:
+        time_it("torch_fwdbwd", torch_both)
+    if case.single_channel:
+        from scipy import ndimage, signal
+
+        image, kernel = x[0, 0], w[0, 0]
+        flipped = kernel[(slice(None, None, -1),) * nd]
+        time_it("ndimage_fwd", lambda: ndimage.correlate(image, kernel, mode="constant"))
+        time_it("fftconvolve_fwd", lambda: signal.fftconvolve(image, flipped, mode="same"))
+        time_it("oaconvolve_fwd", lambda: signal.oaconvolve(image, flipped, mode="same"))
+
+    row = {"case": case.name, "config": {**asdict(case), "k": k}, "gflop": flops / 1e9,
+           "ms": {label: ms for label, (ms, _) in timings.items()},
+           "runs": {label: runs for label, (_, runs) in timings.items()},
+           "auto_picks": {step: fc2conv.algorithms.choose(_spec(x, w, b, kw), step)
+                          for step in ("correlate", "input_grad", "weight_grad")}}
     return row
+
+
+def _spec(x, w, b, kw):
+    from fc2conv import _validate
+
+    return _validate.conv_spec(x, w, b, dilation=1, padding_mode="zeros", **kw)
+
+
+def _ratio(row, ours, peer):
+    ms = row["ms"]
+    return ms[ours] / ms[peer] if ours in ms and peer in ms else None
+
+
+def _fmt(value, width=7, digits=2):
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def print_table(rows: list[dict], methods: tuple[str, ...]) -> dict:
+    """The table (ms, GFLOP/s, ratios); returns the summary figures."""
+    print(f"\n{'case':17} {'GFLOP':>7} {'auto fwd':>9} {'torch':>9} {'ratio':>7} "
+          f"{'auto f+b':>9} {'torch':>9} {'ratio':>7} {'auto GF/s':>9} {'torch GF/s':>10} "
+          f"{'best peer fwd':>15}")
+    for row in rows:
+        ms = row["ms"]
+        peers = {p: ms[f"{p}_fwd"] for p in ("torch", "ndimage", "fftconvolve", "oaconvolve")
+                 if f"{p}_fwd" in ms}
+        best_peer = min(peers, key=peers.get)
+        gf = lambda label: row["gflop"] / ms[label] * 1e3 if label in ms else None  # noqa: E731
+        print(f"{row['case']:17} {row['gflop']:7.3f} {_fmt(ms.get('auto_fwd'), 9)} "
+              f"{_fmt(ms.get('torch_fwd'), 9)} {_fmt(_ratio(row, 'auto_fwd', 'torch_fwd'))} "
+              f"{_fmt(ms.get('auto_fwdbwd'), 9)} {_fmt(ms.get('torch_fwdbwd'), 9)} "
+              f"{_fmt(_ratio(row, 'auto_fwdbwd', 'torch_fwdbwd'))} "
+              f"{_fmt(gf('auto_fwd'), 9, 1)} {_fmt(gf('torch_fwd'), 10, 1)} "
+              f"{best_peer:>8} {_fmt(ms['auto_fwd'] / peers[best_peer], 6)}")
+    summary = {}
+    for step in ("fwd", "fwdbwd"):
+        ratios = [r for r in (_ratio(row, f"auto_{step}", f"torch_{step}") for row in rows)
+                  if r is not None]
+        if ratios:
+            summary[f"geomean_vs_torch_{step}"] = math.exp(statistics.mean(map(math.log, ratios)))
+            summary[f"worst_vs_torch_{step}"] = max(ratios)
+    if summary:
+        print("\nfc2conv auto / torch, geometric mean: "
+              + ", ".join(f"{s} {summary[f'geomean_vs_torch_{s}']:.2f} (worst "
+                          f"{summary[f'worst_vs_torch_{s}']:.2f})"
+                          for s in ("fwd", "fwdbwd") if f"geomean_vs_torch_{s}" in summary))
+    own = [m for m in methods if m != "auto"]
+    if own:
+        print(f"\nfc2conv's own methods, ms (fwd / fwd+bwd); * = fastest; auto within 10 %?")
+        print(f"{'case':17} " + " ".join(f"{m:>17}" for m in methods) + "  auto ok")
+        misses = []
+        for row in rows:
+            ms = row["ms"]
+            cells, verdict = [], []
+            for step in ("fwd", "fwdbwd"):
+                timed = {m: ms[f"{m}_{step}"] for m in own if f"{m}_{step}" in ms}
+                if timed and f"auto_{step}" in ms:
+                    best = min(timed.values())
+                    ok = ms[f"auto_{step}"] <= 1.10 * best
+                    verdict.append("yes" if ok else f"no ({ms[f'auto_{step}'] / best:.2f}x)")
+                    if not ok:
+                        misses.append((row["case"], step))
+            for m in methods:
+                parts = []
+                for step in ("fwd", "fwdbwd"):
+                    value = ms.get(f"{m}_{step}")
+                    timed = [ms[f"{o}_{step}"] for o in own if f"{o}_{step}" in ms]
+                    star = "*" if value is not None and timed and value == min(timed) else ""
+                    parts.append("-" if value is None else f"{value:.1f}{star}")
+                cells.append(f"{' / '.join(parts):>17}")
+            print(f"{row['case']:17} " + " ".join(cells) + "  " + ", ".join(verdict))
+        summary["auto_misses"] = misses
+    return summary
+
+
+def sweep(path: str, repeat: int, slow: float, methods: tuple[str, ...]) -> list[dict]:
+    """Image filter (1 x 1 x 2048^2, "same") forward time vs kernel size, as a PNG figure."""
+    from matplotlib.figure import Figure
+
+    from fc2conv.viz import save_figure
+
+    base = next(c for c in SUITE if c.name == "image-filter-5")
+    rows = []
+    for k in SWEEP_K:
+        row = run_case(base, repeat, methods, slow, k=k, backward=False)
+        rows.append(row)
+        print(f"k={k:4d} " + " ".join(f"{label[:-4]} {ms:.1f}" for label, ms in
+                                      sorted(row["ms"].items(), key=lambda kv: kv[1])),
+              flush=True)
+    figure = Figure(figsize=(7, 4.5))
+    ax = figure.add_subplot()
+    labels = sorted({label for row in rows for label in row["ms"]})
+    for label in labels:
+        ks = [row["config"]["k"] for row in rows if label in row["ms"]]
+        ts = [row["ms"][label] for row in rows if label in row["ms"]]
+        style = "-o" if label.startswith("auto") else "--."
+        ax.plot(ks, ts, style, label=label.removesuffix("_fwd"), linewidth=2 if
+                label.startswith("auto") else 1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("kernel size k (k x k)")
+    ax.set_ylabel("forward time (ms)")
+    ax.set_title("2048 x 2048 single-channel image, 'same', float32")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    save_figure(figure, path)
+    print(f"wrote {path}")
+    return rows
+
+
+def machine() -> dict:
+    import scipy
+    import torch
+
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "blas": _blas.report(),
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "torch": torch.__version__,
+            "fc2conv": fc2conv.__version__}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="*", default=DEFAULT,
-                        help=f"case names (default: {' '.join(DEFAULT)}; all: "
-                             f"{' '.join(c.name for c in SUITE)})")
+    parser.add_argument("--cases", nargs="*", default=None,
+                        help=f"case names (default: all; --quick: the layers). Known: "
+                             f"{' '.join(c.name for c in SUITE)}")
+    parser.add_argument("--methods", nargs="*", default=["auto"], choices=METHODS,
+                        help="fc2conv methods to time (default: auto)")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="3 runs, layer cases only")
+    parser.add_argument("--slow", type=float, default=5.0,
+                        help="time a call slower than this (s) once (default 5)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--method", default="auto", choices=("auto", "im2col", "shift"))
+    parser.add_argument("--sweep", metavar="PNG", help="image filter time vs k, as a figure")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args(argv)
+    methods = tuple(dict.fromkeys(["auto", *args.methods]))
+    repeat = 3 if args.quick else args.repeat
+    names = args.cases if args.cases is not None else (LAYERS if args.quick else
+                                                       [c.name for c in SUITE])
 
     import torch
 
     torch.set_num_threads(args.threads)
     by_name = {c.name: c for c in SUITE}
-    unknown = [c for c in args.cases if c not in by_name]
+    unknown = [c for c in names if c not in by_name]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {list(by_name)}")
+    info = machine()
     print(f"fc2conv {fc2conv.__version__} vs torch {torch.__version__}, float32, "
-          f"{args.threads} threads, method={args.method}, median of {args.repeat}")
-    header = (f"{'case':15} {'GFLOP':>7} {'ours fwd':>9} {'torch fwd':>9} {'ratio':>6} "
-              f"{'ours f+b':>9} {'torch f+b':>9} {'ratio':>6} {'ours GF/s':>9} {'torch GF/s':>10}")
-    print(header)
-    rows = []
-    for name in args.cases:
-        row = run_case(by_name[name], args.repeat, args.method)
-        rows.append(row)
-        print(f"{name:15} {row['gflop']:7.3f} {row['fc2conv_fwd_ms']:8.2f}m "
-              f"{row['torch_fwd_ms']:8.2f}m {row['ratio_fwd']:6.2f} "
-              f"{row['fc2conv_fwdbwd_ms']:8.2f}m {row['torch_fwdbwd_ms']:8.2f}m "
-              f"{row['ratio_fwdbwd']:6.2f} {row['fc2conv_fwd_gflops']:9.1f} "
-              f"{row['torch_fwd_gflops']:10.1f}", flush=True)
-    geo = lambda key: math.exp(statistics.mean(math.log(r[key]) for r in rows))
-    print(f"geometric mean of fc2conv/torch: forward {geo('ratio_fwd'):.2f}, "
-          f"forward+backward {geo('ratio_fwdbwd'):.2f}")
+          f"{args.threads} threads, median of {repeat}\n{info['cpu']}; " + "; ".join(info["blas"]))
+    result = {"machine": info, "threads": args.threads, "repeat": repeat}
+    if args.sweep:
+        result["sweep"] = sweep(args.sweep, repeat, args.slow, methods)
+    else:
+        rows = []
+        for name in names:
+            rows.append(run_case(by_name[name], repeat, methods, args.slow))
+            row = rows[-1]
+            print(f"  {name}: " + ", ".join(f"{label} {ms:.2f} ms" for label, ms in
+                                            row["ms"].items()), flush=True)
+        result["rows"] = rows
+        result["summary"] = print_table(rows, methods)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"threads": args.threads, "method": args.method, "rows": rows}, fh,
-                      indent=1)
-        os.replace(tmp, args.json)
+        from fc2conv._atomic import atomic_open
+
+        with atomic_open(args.json) as fh:
+            fh.write(json.dumps(result, indent=1).encode())
     return 0
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import __version__, convolve, correlate, max_pool
+from . import __version__, _blas, convolve, correlate, max_pool
 from ._filter_cli import add_filter_parser, run_filter
 from ._padding import NUMPY_MODE, SCIPY_MODE, pad
 from ._validate import PADDING_MODES
@@ -105,16 +105,8 @@ def _info() -> None:
     print(f"fc2conv {__version__}, Python {platform.python_version()}, "
           f"NumPy {np.__version__}, SciPy {scipy.__version__}")
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}")
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        config: dict = dict(np.show_config(mode="dicts") or {})
-        blas = config.get("Build Dependencies", {}).get("blas", {})
-        print(f"BLAS: {blas.get('name', 'unknown')} {blas.get('version', '')}")
-        return
-    for pool in threadpool_info():
-        print(f"{pool.get('internal_api')}: {pool.get('version')}, "
-              f"{pool.get('num_threads')} threads, kernel {pool.get('architecture')}")
+    for line in _blas.report():
+        print(line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="training steps per model (default: 6000, the paper's; --quick: 300)")
     tour.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     commands.add_parser("demo", help="run the derivation's key facts on small examples")
-    commands.add_parser("info", help="show library versions, BLAS and threads")
+    commands.add_parser("info", help="show library versions, the BLAS, its kernel and threads, "
+                                     "with a hint when a faster setting exists")
     params = commands.add_parser(
         "params", help="the seed's parameter table: dense vs shared vs local vs conv")
     params.add_argument("--size", type=int, nargs="+", default=[1000, 1000], metavar="N",
