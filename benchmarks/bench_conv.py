@@ -125,7 +125,7 @@ def run_case(case: Case, repeat: int, methods: tuple[str, ...], slow: float,
     x, w, b = _arrays(case, k)
     k = w.shape[-1]
     nd = len(case.size)
-    kw = dict(stride=case.stride, padding=case.padding, groups=case.groups)
+    kw = {"stride": case.stride, "padding": case.padding, "groups": case.groups}
     y = fc2conv.correlate(x, w, b, **kw)
     gy = np.random.default_rng(1).standard_normal(y.shape, dtype=np.float32)
     flops = 2 * math.prod(y.shape) * (case.c_in // case.groups) * k**nd
@@ -190,6 +190,10 @@ def _ratio(row, ours, peer):
     return ms[ours] / ms[peer] if ours in ms and peer in ms else None
 
 
+def _gflops(row, label):
+    return row["gflop"] / row["ms"][label] * 1e3 if label in row["ms"] else None
+
+
 def _fmt(value, width=7, digits=2):
     return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
 
@@ -204,12 +208,11 @@ def print_table(rows: list[dict], methods: tuple[str, ...]) -> dict:
         peers = {p: ms[f"{p}_fwd"] for p in ("torch", "ndimage", "fftconvolve", "oaconvolve")
                  if f"{p}_fwd" in ms}
         best_peer = min(peers, key=peers.get)
-        gf = lambda label: row["gflop"] / ms[label] * 1e3 if label in ms else None  # noqa: E731
         print(f"{row['case']:17} {row['gflop']:7.3f} {_fmt(ms.get('auto_fwd'), 9)} "
               f"{_fmt(ms.get('torch_fwd'), 9)} {_fmt(_ratio(row, 'auto_fwd', 'torch_fwd'))} "
               f"{_fmt(ms.get('auto_fwdbwd'), 9)} {_fmt(ms.get('torch_fwdbwd'), 9)} "
               f"{_fmt(_ratio(row, 'auto_fwdbwd', 'torch_fwdbwd'))} "
-              f"{_fmt(gf('auto_fwd'), 9, 1)} {_fmt(gf('torch_fwd'), 10, 1)} "
+              f"{_fmt(_gflops(row, 'auto_fwd'), 9, 1)} {_fmt(_gflops(row, 'torch_fwd'), 10, 1)} "
               f"{best_peer:>8} {_fmt(ms['auto_fwd'] / peers[best_peer], 6)}")
     summary = {}
     for step in ("fwd", "fwdbwd"):
@@ -225,7 +228,7 @@ def print_table(rows: list[dict], methods: tuple[str, ...]) -> dict:
                           for s in ("fwd", "fwdbwd") if f"geomean_vs_torch_{s}" in summary))
     own = [m for m in methods if m != "auto"]
     if own:
-        print(f"\nfc2conv's own methods, ms (fwd / fwd+bwd); * = fastest; auto within 10 %?")
+        print("\nfc2conv's own methods, ms (fwd / fwd+bwd); * = fastest; auto within 10 %?")
         print(f"{'case':17} " + " ".join(f"{m:>17}" for m in methods) + "  auto ok")
         misses = []
         for row in rows:

@@ -18,11 +18,11 @@ import json
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_conv import median_time
+
 from fc2conv import train
 from fc2conv.data import mnist1d
 from fc2conv.models import MNIST1D_MODELS, mnist1d_model
-
-from bench_conv import median_time
 
 
 class _Residual(torch.nn.Module):

@@ -20,8 +20,7 @@ da = pytest.importorskip("dask.array")
 pytest.importorskip("zarr")
 
 import fc2conv
-from fc2conv import analysis, nn, scale
-from fc2conv import _filter_cli, cli
+from fc2conv import _filter_cli, analysis, cli, nn, scale
 from fc2conv.scale import _plan
 
 MODES = ("zeros", "reflect", "symmetric", "replicate", "circular")

@@ -59,8 +59,8 @@ def report() -> list[str]:
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         return ["threadpoolctl is not installed: cannot inspect the BLAS"]
     flags, cores = cpu_flags(), usable_cores()
-    lines = [f"CPU: {cores} usable cores, "
-             f"{'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'}"]
+    lines = [(f"CPU: {cores} usable cores, "
+             f"{'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'}")]
     forced = os.environ.get("OPENBLAS_CORETYPE")
     for pool in threadpool_info():
         threads, arch = pool.get("num_threads"), pool.get("architecture")
