@@ -1,0 +1,139 @@
+"""Measure the constants of ``method="auto"``'s cost model (fc2conv/algorithms/select.py).
+
+Every algorithm module estimates the work of a step (``cost(spec, method, step)``, in its own
+units); ``select.SECONDS_PER_UNIT[method, step]`` turns that into seconds. This script times
+every method on every step of a set of layers (the DESIGN.md suite, smaller variants of it and
+the image filters), fits each constant as the geometric mean of time / cost, and reports for
+every layer the fastest method, what ``auto`` picks with the fitted constants, and how much
+slower that pick is (the target: within 10 % everywhere).
+
+    python benchmarks/calibrate_select.py                 # fit and report, ~5 min on 2 cores
+    python benchmarks/calibrate_select.py --check         # report with select.py's constants
+
+Run it on a quiet machine: the constants are ratios of times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_conv import SUITE, Case  # noqa: E402
+
+from fc2conv import _padding, _validate  # noqa: E402
+from fc2conv.algorithms import METHODS, implementation, select  # noqa: E402
+
+STEPS = ("correlate", "input_grad", "weight_grad")
+EXTRA = [
+    Case("lenet2-b8", 8, 6, (14, 14), 16, 5),
+    Case("resnet-small", 1, 64, (56, 56), 64, 3, 1, 1),
+    Case("mid-5x5", 8, 32, (32, 32), 32, 5, 1, 2),
+    Case("mid-7x7", 4, 16, (64, 64), 16, 7, 1, 3),
+    Case("grouped-4", 8, 64, (28, 28), 64, 3, 1, 1, groups=16),
+    Case("dw-5x5", 8, 64, (28, 28), 64, 5, 1, 2, groups=64),
+    Case("conv1d-big-k", 8, 8, (4096,), 8, 65, 1, 32),
+    Case("image-512-k9", 1, 1, (512, 512), 1, 9, 1, "same"),
+    Case("image-512-k21", 1, 1, (512, 512), 1, 21, 1, "same"),
+    Case("image-1024-k15", 1, 1, (1024, 1024), 1, 15, 1, "same"),
+    Case("rgb-k15", 1, 3, (512, 512), 3, 15, 1, "same"),
+]
+
+
+def _time(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if times[-1] > 2.0:  # slow candidates are timed once: they will not be picked anyway
+            break
+    return statistics.median(times)
+
+
+def measure(case: Case, repeat: int) -> dict:
+    rng = np.random.default_rng(0)
+    nd = len(case.size)
+    x = rng.standard_normal((case.n, case.c_in, *case.size), dtype=np.float32)
+    w = rng.standard_normal((case.c_out, case.c_in // case.groups) + (case.k,) * nd,
+                            dtype=np.float32)
+    spec = _validate.conv_spec(x, w, None, stride=case.stride, padding=case.padding,
+                               dilation=1, groups=case.groups, padding_mode="zeros")
+    x_pad = _padding.pad(np, x, spec.pads, "zeros")
+    gy = rng.standard_normal(spec.output_shape, dtype=np.float32)
+    found = {}
+    for method in METHODS:
+        try:
+            module = implementation(spec, method)
+        except Exception:  # noqa: BLE001 - unsupported for this layer
+            continue
+        calls = {"correlate": lambda: module.correlate(np, x_pad, w, spec, method),
+                 "input_grad": lambda: module.input_grad(np, gy, w, spec, method),
+                 "weight_grad": lambda: module.weight_grad(np, gy, x_pad, spec, method)}
+        for step in STEPS:
+            seconds = _time(calls[step], repeat)
+            found[method, step] = (seconds, select.work(spec, method, step))
+    return {"case": case, "spec": spec, "found": found}
+
+
+def fit(results: list[dict]) -> dict:
+    logs: dict = {}
+    for result in results:
+        for key, (seconds, units) in result["found"].items():
+            if units > 0:
+                logs.setdefault(key, []).append(math.log(seconds / units))
+    return {key: math.exp(statistics.mean(values)) for key, values in logs.items()}
+
+
+def report(results: list[dict], constants: dict) -> float:
+    worst = 1.0
+    print(f"\n{'case':17} {'step':12} {'fastest':>10} {'ms':>8} {'auto':>10} {'ms':>8} "
+          f"{'slower':>7}")
+    for result in results:
+        for step in STEPS:
+            timed = {m: t for (m, s), (t, _) in result["found"].items() if s == step}
+            best = min(timed, key=timed.get)
+            estimates = {m: constants.get((m, step), math.inf) * result["found"][m, step][1]
+                         for m in timed}
+            pick = min(estimates, key=estimates.get)
+            slower = timed[pick] / timed[best]
+            worst = max(worst, slower)
+            flag = "" if slower <= 1.10 else "  <-"
+            print(f"{result['case'].name:17} {step:12} {best:>10} {1e3 * timed[best]:8.2f} "
+                  f"{pick:>10} {1e3 * timed[pick]:8.2f} {slower:7.2f}{flag}")
+    print(f"\nworst auto pick: {worst:.2f}x the fastest method")
+    return worst
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--check", action="store_true",
+                        help="report with select.py's constants instead of fitting new ones")
+    parser.add_argument("--cases", nargs="*", help="case names (default: all)")
+    args = parser.parse_args(argv)
+    cases = [c for c in SUITE + EXTRA if not args.cases or c.name in args.cases]
+    results = []
+    for case in cases:
+        results.append(measure(case, args.repeat))
+        print(f"measured {case.name}", file=sys.stderr, flush=True)
+    constants = dict(select.SECONDS_PER_UNIT) if args.check else fit(results)
+    if not args.check:
+        print("SECONDS_PER_UNIT = {")
+        for (method, step), value in sorted(constants.items()):
+            print(f"    ({method!r}, {step!r}): {value:.3e},")
+        print("}")
+    report(results, constants)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
