@@ -1,0 +1,369 @@
+"""Winograd minimal filtering: stride-1 correlations with 3-wide kernels in fewer multiplications.
+
+``F(m, 3)`` computes ``m`` outputs of a 3-tap correlation from ``alpha = m + 2`` inputs with
+``alpha`` multiplications instead of ``3 m`` (Lavin & Gray 2016, after Toom-Cook/Winograd):
+``y = A^T [(G g) * (B^T d)]`` with ``A^T: (m, alpha)``, ``G: (alpha, 3)``, ``B^T: (alpha,
+alpha)``. Nested over two axes, ``F(m x m, 3 x 3)`` reads ``alpha x alpha`` input tiles ``d``
+that overlap by 2 and computes ``Y = A^T [(G g G^T) * (B^T d B)] A``. Channels enter only
+through the elementwise product, which becomes ``alpha^2`` independent GEMMs. With ``a =
+alpha``, ``d`` spatial axes (1 or 2) and ``T = prod(ceil(S_out / m))`` tiles per image:
+
+- weights: ``(C_out, C/G, *K) -> U: (a^d, G, C_out/G, C/G)``;
+- input tiles: ``(N, C, *S_pad) -> (a^d, C*N*T)`` by one slice copy per sample offset, then
+  ``V = B^T (x) B^T @ tiles -> (a^d, G, C/G, N*T)``;
+- products: ``M = U @ V -> (a^d, G, C_out/G, N*T)``, the bulk of the work;
+- output: ``A^T (x) A^T @ M -> (m^d, C_out*N*T)``, untiled to ``(N, C_out, *S_out)``.
+
+An output size that is not a multiple of ``m`` gets a last tile that reads zeros, cropped
+afterwards. Per output the GEMMs do ``(alpha / m)^2`` multiply-adds per channel pair instead
+of 9: 4x fewer for ``"winograd"`` = F(4x4, 3x3), 2.25x fewer for ``"winograd2"`` = F(2x2,
+3x3). Each transform is one GEMM with the Kronecker product of the 1-D matrices (``(x)``
+above) over the flattened tile samples: in NumPy that measured as fast as one small GEMM per
+axis on cache-sized blocks and up to 1.5x faster on whole batches, and far faster than
+elementwise passes, whose count grows with the nonzeros.
+
+Images go through in blocks whose tile arrays take about :data:`BLOCK_BYTES`, so each block
+runs largely from cache and the extra memory stays bounded.
+
+Speed (float32, NumPy/OpenBLAS, in-process medians of single-thread CPU time on a shared
+2-core machine, so noisy to ~10%): on ResNet's 8x64x56x56 -> 64 layer the forward takes
+0.70x the time of ``method="shift"`` and about the same as ``"im2col"`` (1.0x), forward +
+backward 0.71x shift and 1.0x im2col (torch: 0.34x and 0.49x shift); on the 8x256x14x14 ->
+256 layer the forward takes 0.68x shift and 0.88x im2col, forward + backward 0.78x shift and
+0.82x im2col, and ``"winograd2"`` does better there (0.60x and 0.72x shift: 14 = 7 tiles of
+2, while tiles of 4 compute 16). The channel GEMMs are only ~1/4 of the time: the tile gather
+(``(alpha/m)^d`` copies of the input, read at stride ``m``), the two transform GEMMs and the
+untile are memory-bound and take the rest, so the 4x saving in multiplications shows as
+~1.4x against a GEMM correlation that issues 9 GEMMs.
+
+Gradients. The input gradient of a stride-1 3-tap correlation is the correlation of
+``grad_out``, placed 2 samples into zeros on every side, with the kernel flipped and the
+channel roles swapped per group; it runs through the same forward (the flip is folded into
+``G``). The weight gradient is the same bilinear form differentiated in ``g``:
+``grad_w = G^T [sum_{n, tiles} (A grad_y A^T) * (B^T d B)] G``: transform the output-gradient
+tiles (non-overlapping, ``m^d -> a^d`` samples) and the input tiles, then ``a^d`` GEMMs
+``(C_out/G, N*T) @ (N*T, C/G)`` reduce over images and tiles. Measured as above, this
+weight gradient takes 0.75x the time of ``"shift"``'s on the 56x56x64 layer (1.15x
+``"im2col"``'s) and 0.65x (0.95x) on the 14x14x256 one, so it is kept rather than falling
+back to GEMM; the selector picks per step.
+
+Interpolation points. ``F(2, 3)`` uses ``0, 1, -1, inf``; ``F(4, 3)`` uses ``0, 1, -1, 1/2,
+-2, inf`` (Barabasz et al. 2020, "Error analysis and improving the accuracy of Winograd
+convolution"), measured 2.5x more accurate in float32 than Lavin's ``0, +-1, +-2``. The
+matrices are built exactly from the points (:func:`toom_cook`).
+
+Accuracy: float32 against float64, ``max|y - y_ref| / max|y_ref|`` over a layer with random
+normal data, forward / input gradient / weight gradient, worst of 3 seeds:
+
+===================================  =====================  =====================  ==========
+layer (N, C_in, S, C_out)            ``"winograd"``         ``"winograd2"``        shift, fwd
+===================================  =====================  =====================  ==========
+(2, 8, 13x13, 8), padding 1          2.5e-6 1.3e-6 1.0e-6   2.4e-7 1.9e-7 2.2e-7   1.2e-7
+(4, 64, 28x28, 64), padding 1        2.5e-6 2.8e-6 3.6e-6   3.4e-7 4.0e-7 9.3e-7   2.7e-7
+(8, 256, 14x14, 256), padding 1      5.4e-6 5.0e-6 3.4e-6   7.5e-7 6.7e-7 1.1e-6   4.5e-7
+(2, 32, 20x20, 32), depthwise        3.0e-6 2.0e-6 1.4e-6   1.9e-7 2.6e-7 2.2e-7   1.7e-7
+(2, 1024, 14x14, 64), forward only   4.4e-6                 6.3e-7                 5.9e-7
+===================================  =====================  =====================  ==========
+
+F(4x4) is ~10x, F(2x2) ~1.5x less accurate than GEMM correlation: larger tiles need larger
+interpolation points, whose transforms amplify rounding. The error grows slowly with the
+channel count. Float64 errors are these times ``eps64 / eps32``. :data:`ERROR_BOUND` holds
+the bounds the tests check.
+
+Non-finite values: the transforms mix all samples of a tile, so a NaN or inf read by any
+output of a tile makes all ``m^d`` outputs of that tile NaN (an inf can meet ``inf - inf``),
+where a GEMM correlation makes exactly the outputs that read it NaN or inf.
+
+Works on any array-API namespace (``reshape``, ``permute_dims``, ``matmul``, slice
+assignment); no NumPy-only tricks were needed (a single ``as_strided`` gather measured no
+faster than the slice copies).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from fractions import Fraction
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .._validate import ConvSpec
+
+__all__ = ["ERROR_BOUND", "POINTS", "TILE", "correlate", "cost", "input_grad", "toom_cook",
+           "unsupported", "weight_grad"]
+
+#: Outputs per tile and axis.
+TILE = {"winograd": 4, "winograd2": 2}
+#: Finite interpolation points (the point at infinity is always added).
+POINTS = {"winograd": (0, 1, -1, Fraction(1, 2), -2), "winograd2": (0, 1, -1)}
+#: Bound on ``max|y - y_ref| / max|y_ref|`` in float32, forward and both gradients: ~4x the
+#: largest error measured above (the tests floor ``max|y_ref|`` at ``max(bound) / sqrt(L)``
+#: for tiny layers whose outputs may cancel, see tests/test_algo_winograd.py).
+ERROR_BOUND = {"winograd": 2e-5, "winograd2": 4e-6}
+#: Spatial ranks run. Rank 3 would run through the same code, but its Kronecker transforms
+#: (216 x 216 for F(4,3)) cost more than the products save.
+RANKS = (1, 2)
+
+
+def toom_cook(points: tuple, m: int, r: int = 3) -> tuple[list, list, list]:
+    """Exact ``(A^T, G, B^T)`` of ``F(m, r)`` from ``m + r - 2`` finite points, as nested lists
+    of Fractions: ``y = A^T [(G g) * (B^T d)]`` is the correlation of ``d`` with ``g``.
+
+    Correlation is the transpose of polynomial multiplication, so with ``V_k`` the
+    ``(alpha, k)`` Vandermonde matrix of the points (last row: the point at infinity, which
+    picks the leading coefficient): ``A^T = V_m^T``, ``G = V_r``, ``B^T = V_alpha^-T``. Row
+    ``i`` of ``G`` is divided by ``prod_{j != i} (p_i - p_j)`` and that of ``B^T`` multiplied
+    by it, which keeps ``B^T`` small (Lavin's scaling).
+    """
+    pts = [Fraction(p) for p in points]
+    alpha = m + r - 1
+
+    def vander(k: int) -> list:
+        return [[p**j for j in range(k)] for p in pts] + [[Fraction(j == k - 1)
+                                                           for j in range(k)]]
+
+    # Gauss-Jordan inverse of V_alpha in exact arithmetic (alpha <= 6).
+    rows = [row + [Fraction(i == j) for j in range(alpha)] for i, row in enumerate(vander(alpha))]
+    for c in range(alpha):
+        pivot = next(i for i in range(c, alpha) if rows[i][c] != 0)
+        rows[c], rows[pivot] = rows[pivot], rows[c]
+        rows[c] = [v / rows[c][c] for v in rows[c]]
+        for i in range(alpha):
+            if i != c and rows[i][c] != 0:
+                rows[i] = [a - rows[i][c] * b for a, b in zip(rows[i], rows[c])]
+    bt = [list(col) for col in zip(*(row[alpha:] for row in rows))]
+    at = [list(col) for col in zip(*vander(m))]
+    g = vander(r)
+    for i, p in enumerate(pts):
+        f = math.prod((p - q for q in pts if q != p), start=Fraction(1))
+        g[i] = [v / f for v in g[i]]
+        bt[i] = [v * f for v in bt[i]]
+    return at, g, bt
+
+
+@functools.cache
+def _kron(method: str, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``A^T, G, B^T`` of ``F(m^d, 3^d)`` in float64: the 1-D matrices Kronecker-multiplied
+    ``d`` times, so each transform of a ``d``-dimensional tile is one GEMM over its flattened
+    samples: one pass over the tiles instead of ``d``, and an inner size of ``a^d`` instead of
+    ``a`` keeps BLAS busier, which pays for the extra flops."""
+    mats = [np.array(mat, dtype=np.float64) for mat in toom_cook(POINTS[method], TILE[method])]
+    return tuple(functools.reduce(np.kron, [mat] * d) for mat in mats)
+
+
+def unsupported(spec: ConvSpec, method: str) -> str | None:
+    """Runs 1-D and 2-D layers with a 3-wide kernel, stride 1 and dilation 1."""
+    m = TILE[method]
+    name = f"Winograd F({m},3)" if spec.ndim == 1 else f"Winograd F({m}x{m},3x3)"
+    if spec.ndim not in RANKS:
+        return f"{name} runs 1-D and 2-D layers only; got a {spec.ndim}-D layer"
+    if (any(k != 3 for k in spec.kernel) or any(s != 1 for s in spec.stride)
+            or any(d != 1 for d in spec.dilation)):
+        shape = "x".join(["3"] * spec.ndim)
+        return (f"{name} needs a {shape} kernel with stride 1 and dilation 1; got kernel "
+                f"{spec.kernel}, stride {spec.stride}, dilation {spec.dilation}")
+    return None
+
+
+def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:
+    """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, C_in/G, *K)`` -> ``(N, C_out, *S_out)``."""
+    u = _weights(xp, w, spec.groups, method)
+    return _forward(xp, x_pad, u, spec.out_size, 0, method)
+
+
+def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str) -> Any:
+    """Gradient with respect to the padded input: ``(N, C_out, *S_out) -> (N, C_in, *S_pad)``."""
+    u = _weights(xp, w, spec.groups, method, transpose=True)
+    return _forward(xp, grad_out, u, spec.padded_size, 2, method)
+
+
+def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str) -> Any:
+    """Gradient with respect to ``w``: ``-> (C_out, C_in/G, *K)``."""
+    at, g, bt = _mats(xp, x_pad, method, spec.ndim)
+    m, groups = TILE[method], spec.groups
+    tiles = tuple(-(-n // m) for n in spec.out_size)
+    step = _images_per_block(xp, x_pad, max(spec.in_channels, spec.out_channels), tiles, m)
+    p = None  # (a^d, G, O/G, C/G): the products summed over images and tiles
+    for n in range(0, spec.batch, step):
+        images = slice(n, min(n + step, spec.batch))
+        v = _group(xp, bt @ _gather(xp, x_pad[images, ...], m, tiles, 0), groups,
+                   spec.in_channels)  # (a^d, G, C/G, N*T)
+        z = _group(xp, at.mT @ _blocks(xp, grad_out[images, ...], m, tiles), groups,
+                   spec.out_channels)  # (a^d, G, O/G, N*T)
+        p = _product(z, v.mT) if p is None else p + _product(z, v.mT)
+    gw = xp.reshape(g.mT @ xp.reshape(p, (p.shape[0], -1)), (g.shape[1], *p.shape[1:]))
+    gw = xp.reshape(gw, (*spec.kernel, spec.out_channels, spec.in_channels // groups))
+    return xp.permute_dims(gw, (spec.ndim, spec.ndim + 1, *range(spec.ndim)))
+
+
+def cost(spec: ConvSpec, method: str = "winograd", step: str = "correlate") -> float:
+    """Estimated time of one step (``"correlate"``, ``"input_grad"``, ``"weight_grad"``) of
+    ``method``, in flops of a GEMM running at the BLAS peak (the unit of
+    :func:`fc2conv.algorithms.gemm.cost`); ``inf`` for a layer :func:`unsupported` refuses.
+    The two strings may also be passed in the order ``(spec, step, method)``.
+
+    With ``a = alpha = m + 2``, ``d`` spatial axes, ``N*T`` tiles (of the output, or of the
+    padded input for ``"input_grad"``), ``C = C_in``, ``O = C_out`` (swapped for
+    ``"input_grad"``), and ``B`` blocks of images (float32 assumed)::
+
+        SCALE * (max(2 * C/G, COPY) * a^d * N*T * O              # the a^d channel GEMMs
+                 + TRANSFORM * 2 * a^d * N*T * (a^d * C + m^d * O)  # B^T, A^T over the tiles
+                 + COPY * N*T * (a^d * C + m^d * O)               # tile gather, untile
+                 + (TRANSFORM * 2 * 3^d + COPY) * a^d * O * C/G   # weight transform
+                 + PER_CALL * B)
+
+    The weight gradient transforms ``grad_out`` where the forward untiles: the same terms.
+    Inside the parentheses the unit is a flop of this module's channel GEMMs, which ran at
+    ~45% of the BLAS peak (``SCALE``); a channel GEMM costs at least a copy of its output
+    (depthwise layers); the transforms are GEMMs with an inner size of only ``a^d``; a
+    strided copy costs about ``COPY`` flops per element; ``PER_CALL`` is the ~150 us a tiny
+    layer takes. Fitted to single-thread timings: within ~20% of the measured ratio to
+    ``method="shift"`` and ``"im2col"`` on ResNet's 56x56x64 and 14x14x256 layers.
+    """
+    if method not in TILE:
+        method, step = step, method
+    if unsupported(spec, method) is not None:
+        return math.inf
+    m, d = TILE[method], spec.ndim
+    a = m + 2
+    c, o, size = spec.in_channels, spec.out_channels, spec.out_size
+    if step == "input_grad":
+        c, o, size = o, c, spec.padded_size
+    cg = c // spec.groups
+    nt = spec.batch * math.prod(-(-n // m) for n in size)
+    products = max(2 * cg, COPY) * a**d * nt * o
+    transforms = TRANSFORM * 2 * a**d * nt * (a**d * c + m**d * o)
+    copies = COPY * nt * (a**d * c + m**d * o)
+    weights = (TRANSFORM * 2 * 3**d + COPY) * a**d * o * cg
+    blocks = -(-spec.batch // max(1, BLOCK_BYTES // (4 * a**d * max(c, o) * nt // spec.batch)))
+    return SCALE * (products + transforms + copies + weights + PER_CALL * blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+
+#: The transformed tiles of one block of images take about this many bytes: a block's
+#: gather, transforms and GEMMs then run largely from cache (measured 10-15% faster than one
+#: pass over a batch of 56x56x64 layers), and the extra memory is bounded.
+BLOCK_BYTES = 4 << 20
+#: Constants of :func:`cost`.
+SCALE = 2.2
+TRANSFORM = 1.5
+COPY = 60.0
+PER_CALL = 6e6
+
+
+def _mats(xp: Any, like: Any, method: str, d: int) -> tuple[Any, Any, Any]:
+    """``A^T, G, B^T`` of ``F(m^d, 3^d)`` as arrays of ``like``'s namespace, dtype and device:
+    ``(m^d, a^d)``, ``(a^d, 3^d)``, ``(a^d, a^d)``."""
+    device = array_api_compat.device(like)
+    return tuple(xp.asarray(mat, dtype=like.dtype, device=device) for mat in _kron(method, d))
+
+
+def _weights(xp: Any, w: Any, groups: int, method: str, transpose: bool = False) -> Any:
+    """``U = G w G^T``: ``(O, C/G, *K) -> (a^d, G, O/G, C/G)``; with ``transpose`` the
+    flipped kernel with channel roles swapped, ``(a^d, G, C/G, O/G)``, which the input
+    gradient correlates with."""
+    d = w.ndim - 2
+    _, g, _ = _mats(xp, w, method, d)
+    if transpose:
+        g = xp.flip(g, axis=1)  # reversing the flattened taps flips every axis
+    taps = xp.reshape(xp.permute_dims(w, (*range(2, w.ndim), 0, 1)), (g.shape[1], -1))
+    u = xp.reshape(g @ taps, (g.shape[0], groups, w.shape[0] // groups, w.shape[1]))
+    return u.mT if transpose else u
+
+
+def _forward(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: int,
+             method: str) -> Any:
+    """Stride-1 3-tap correlation of ``x: (N, C, *S)``, placed ``offset`` samples into zeros
+    on every axis, with transformed weights ``u: (a^d, G, O/G, C/G)``, for ``out_size``
+    outputs -> ``(N, O, *out_size)``, a block of images at a time."""
+    m, (n, c) = TILE[method], x.shape[:2]
+    o = u.shape[1] * u.shape[2]
+    tiles = tuple(-(-k // m) for k in out_size)
+    step = _images_per_block(xp, x, max(c, o), tiles, m)
+    if step >= n:
+        return _forward_block(xp, x, u, out_size, offset, method)
+    y = xp.empty((n, o, *out_size), dtype=x.dtype, device=array_api_compat.device(x))
+    for i in range(0, n, step):
+        images = slice(i, min(i + step, n))
+        y[images, ...] = _forward_block(xp, x[images, ...], u, out_size, offset, method)
+    return y
+
+
+def _forward_block(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: int,
+                   method: str) -> Any:
+    """:func:`_forward` on all of ``x`` at once."""
+    d, m = len(out_size), TILE[method]
+    at, _, bt = _mats(xp, x, method, d)
+    tiles = tuple(-(-n // m) for n in out_size)
+    v = _group(xp, bt @ _gather(xp, x, m, tiles, offset), u.shape[1], x.shape[1])
+    y = at @ xp.reshape(_product(u, v), (v.shape[0], -1))
+    # (m,)*d + (O, N, *tiles) -> (N, O, t_0, m, t_1, m, ...), merged and cropped
+    y = xp.reshape(y, (*(m,) * d, -1, x.shape[0], *tiles))
+    order = (d + 1, d, *(i for k in range(d) for i in (d + 2 + k, k)))
+    y = xp.reshape(xp.permute_dims(y, order), (x.shape[0], -1, *(t * m for t in tiles)))
+    return y[(..., *(slice(0, n) for n in out_size))]
+
+
+def _images_per_block(xp: Any, x: Any, channels: int, tiles: tuple[int, ...], m: int) -> int:
+    """Images per block such that a block's tile arrays stay within :data:`BLOCK_BYTES`."""
+    per_image = (m + 2) ** len(tiles) * channels * math.prod(tiles)
+    return max(1, BLOCK_BYTES // (per_image * xp.finfo(x.dtype).bits // 8))
+
+
+def _gather(xp: Any, x: Any, m: int, tiles: tuple[int, ...], offset: int) -> Any:
+    """Overlapping ``alpha``-wide tiles at hop ``m`` of ``x: (N, C, *S)`` placed ``offset``
+    samples into zeros: ``(a^d, C * N * T)``, sample ``(a_0, a_1, ...)`` of tile ``(t_0, t_1,
+    ...)`` reading ``x[n, c, t_0*m + a_0 - offset, ...]``. One slice copy per sample offset."""
+    d, alpha = len(tiles), m + 2
+    xc = xp.permute_dims(x, (1, 0, *range(2, x.ndim)))
+    reads = [[_reads(a, m, t, offset, n) for a in range(alpha)]
+             for t, n in zip(tiles, x.shape[2:])]
+    inside = all(r[0] == slice(0, t) for rs, t in zip(reads, tiles) for r in rs)
+    make = xp.empty if inside else xp.zeros  # tile samples outside x read zeros
+    out = make((*(alpha,) * d, *xc.shape[:2], *tiles), dtype=x.dtype,
+               device=array_api_compat.device(x))
+    for index in itertools.product(range(alpha), repeat=d):
+        parts = [reads[k][a] for k, a in enumerate(index)]
+        if all(dst.stop > dst.start for dst, _ in parts):
+            out[(*index, ..., *(dst for dst, _ in parts))] = xc[(..., *(src for _, src in parts))]
+    return xp.reshape(out, (alpha**d, -1))
+
+
+def _reads(a: int, m: int, t: int, offset: int, n: int) -> tuple[slice, slice]:
+    """Along one axis: the tiles ``i < t`` whose sample ``a`` lies inside ``x`` (length ``n``,
+    placed at ``offset``) and the samples of ``x`` they read, as ``(tiles, samples)``."""
+    first = max(0, -((a - offset) // m))  # ceil((offset - a) / m)
+    stop = min(t, (n - 1 + offset - a) // m + 1)
+    if stop <= first:
+        return slice(0, 0), slice(0, 0)
+    start = first * m + a - offset
+    return slice(first, stop), slice(start, start + (stop - first - 1) * m + 1, m)
+
+
+def _blocks(xp: Any, y: Any, m: int, tiles: tuple[int, ...]) -> Any:
+    """Non-overlapping ``m``-wide tiles of ``y: (N, O, *S)``, zero beyond ``S``:
+    ``(m^d, O * N * T)``, ordered like :func:`_gather`."""
+    d = len(tiles)
+    size = tuple(t * m for t in tiles)
+    if tuple(y.shape[2:]) != size:
+        padded = xp.zeros((*y.shape[:2], *size), dtype=y.dtype, device=array_api_compat.device(y))
+        padded[(..., *(slice(0, n) for n in y.shape[2:]))] = y
+        y = padded
+    y = xp.reshape(y, (*y.shape[:2], *(s for t in tiles for s in (t, m))))
+    y = xp.permute_dims(y, (*(3 + 2 * k for k in range(d)), 1, 0, *(2 + 2 * k for k in range(d))))
+    return xp.reshape(y, (m**d, -1))
+
+
+def _group(xp: Any, v: Any, groups: int, channels: int) -> Any:
+    """``(a^d, C * N * T) -> (a^d, G, C/G, N*T)``."""
+    return xp.reshape(v, (v.shape[0], groups, channels // groups, -1))
+
+
+def _product(a: Any, b: Any) -> Any:
+    """``a @ b`` on stacks of matrices; a broadcast multiply for an inner size of 1
+    (depthwise), which NumPy runs several times faster than matmul's outer-product loop."""
+    return a * b if a.shape[-1] == 1 else a @ b
