@@ -121,8 +121,9 @@ def test_halo_larger_than_the_chunks_merges_chunks_and_stays_exact(mode):
     y = scale.correlate(da.from_array(x, chunks=(1, 1, 4, 7)), w, padding="same",
                         padding_mode=mode, dilation=(1, 2))
     expected = fc2conv.correlate(x, w, padding="same", padding_mode=mode, dilation=(1, 2))
-    # float32 sums of 961 terms: the per-tile method may differ from the whole array's
-    np.testing.assert_allclose(y.compute(), expected, rtol=1e-5, atol=1e-5)
+    # float32 sums of 961 terms (sum |terms| ~ 700): the method "auto" picks per tile (GEMM
+    # or FFT) may differ from the whole array's, so they agree to ~eps32 * 700, not bit for bit
+    np.testing.assert_allclose(y.compute(), expected, rtol=1e-5, atol=2e-4)
     # Dask shares halos between direct neighbours only: chunks were merged up to the halo.
     assert min(y.chunks[2][1:-1]) >= 15 and min(y.chunks[3][1:-1]) >= 30
 

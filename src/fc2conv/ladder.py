@@ -37,6 +37,7 @@ import numpy as np
 from . import nn
 from ._errors import ArgumentError, ShapeError
 from ._validate import padding_pairs, per_axis
+from .algorithms.select import local_methods
 
 __all__ = [
     "is_translation_invariant",
@@ -132,13 +133,15 @@ def to_dense(layer: nn.Module, in_size: Any = None, *, in_channels: int | None =
     in_shape = (c_in, *size)
     out_shape = layer.output_shape(in_shape)
     n_in = math.prod(in_shape)
-    zero = np.asarray(layer(np.zeros((1, *in_shape), dtype=dtype)))[0]
     columns = np.empty((n_in, *out_shape), dtype=dtype)
-    for start in range(0, n_in, _BASIS_CHUNK):
-        stop = min(start + _BASIS_CHUNK, n_in)
-        basis = np.zeros((stop - start, n_in), dtype=dtype)
-        basis[np.arange(stop - start), np.arange(start, stop)] = 1.0
-        columns[start:stop] = np.asarray(layer(basis.reshape(-1, *in_shape))) - zero
+    # FFT or Winograd would smear rounding over weights that are exactly zero.
+    with local_methods():
+        zero = np.asarray(layer(np.zeros((1, *in_shape), dtype=dtype)))[0]
+        for start in range(0, n_in, _BASIS_CHUNK):
+            stop = min(start + _BASIS_CHUNK, n_in)
+            basis = np.zeros((stop - start, n_in), dtype=dtype)
+            basis[np.arange(stop - start), np.arange(start, stop)] = 1.0
+            columns[start:stop] = np.asarray(layer(basis.reshape(-1, *in_shape))) - zero
     layer.forget_inputs()  # the basis images: no backward will come
     c_out, s_out = out_shape[0], out_shape[1:]
     # columns: (C_in * Q, C_out, *S_out) -> W: (*S_out, C_out, C_in * Q)

@@ -19,19 +19,9 @@ import importlib
 from types import ModuleType
 
 from .._errors import ArgumentError
-from .select import choose
+from .select import METHODS, choose
 
 __all__ = ["METHODS", "choose", "implementation"]
-
-#: method name -> the module of this package that implements it.
-METHODS = {
-    "im2col": "gemm",
-    "shift": "gemm",
-    "fft": "fft",
-    "winograd": "winograd",
-    "winograd2": "winograd",
-    "direct": "direct",
-}
 
 
 def implementation(spec, method: str) -> ModuleType:  # type: ignore[no-untyped-def]

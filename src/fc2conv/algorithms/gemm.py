@@ -1,30 +1,97 @@
 """Correlation as matrix products: im2col and shift-and-GEMM, forward and both gradients.
 
-Both work on the *padded* input in a group-major layout ``(G, C/G, N, *S)`` so that batch and
-space fold into one long GEMM dimension: per group one product
-``(C_out/G, C_in/G * K) @ (C_in/G * K, N * P)`` instead of N small ones.
+Both methods compute, per group, ``(C_out/G, C_in/G * K) @ (C_in/G * K, positions)``.
 
-- ``im2col`` stacks the K strided windows into a column buffer ``(G, C_in/G * K, N * P)`` and
-  does one GEMM: fastest for few input channels (LeNet-sized layers), costs K x the input.
-- ``shift`` does K GEMMs ``(C_out/G, C_in/G) @ (C_in/G, N * P)``, one per kernel offset, and
-  accumulates: no column buffer, the better choice for many channels or large kernels.
+- ``im2col`` copies the ``K`` strided windows of a block of output positions into a column
+  buffer and does one GEMM per block: the most efficient GEMM shape, at the price of a copy
+  of ``K`` times the input.
+- ``shift`` does ``K`` GEMMs ``(C_out/G, C_in/G) @ (C_in/G, positions)``, one per kernel
+  offset, and accumulates: a buffer ``K`` times smaller, so blocks ``K`` times longer; a
+  window that is one contiguous run (one spatial axis at stride 1) is read in place.
 
-The gradients are the same products transposed (input gradient = scatter of ``w^T gy``
-through the same windows, i.e. a transposed convolution; weight gradient = ``gy x^T``, a
-correlation of the input with the output gradient).
+The gradients are the same products transposed. Input gradient, by the cheapest estimate
+(:func:`cost`) for im2col: at stride 1 the "full" correlation of ``grad_out`` with the
+flipped kernel over a zero-extended copy (*halo*: no scatter at all), or col2im on the
+flattened padded grid (*flat*: contiguous scatter-adds); else one GEMM ``w^T @ grad_out``
+per block and a scatter-add per offset (*scatter*), or shift's per-offset version. Weight
+gradient: ``columns @ grad_out^T`` summed over blocks (im2col falls back to shift's
+per-offset products when the budget leaves its blocks too short). A 1x1 kernel at stride 1
+is one product on the input as it lies, with no copy, for both methods and all three steps;
+strided, it is one strided gather then the product.
+
+NumPy arrays take this blocked path; any other array-API namespace (torch, array_api_strict,
+...) takes a portable path written with the standard's operations only (im2col in chunks of
+whole samples within the budget where one sample fits).
+
+Blocks, memory budget, workspaces (NumPy path)
+----------------------------------------------
+The output positions ``N * prod(S_out)`` are cut into *blocks*: several whole samples, or a
+box of one sample (fixed leading indices, a range on one spatial axis, whole trailing axes),
+so every block is one contiguous run of each output channel and the GEMM writes the output
+(or reads ``grad_out``) in place. A block's scratch (im2col: ``C_in * K`` elements per
+position, shift ``C_in``) is sized to about :data:`CACHE_BYTES` (the columns stay in the L2
+cache between the copy that writes them and the GEMM that reads them: 10-30% faster than one
+large buffer), at least :data:`MIN_BLOCK` positions, at least :data:`AMORTIZE` times the
+weights (which BLAS packs again for every product), and **never more than the budget**:
+
+    budget = the ``budget=`` argument of correlate / input_grad / weight_grad, else the
+             module setting :data:`COLUMN_BUDGET`, else N * C_out * prod(S_out) (the size of
+             the correlation's output), in elements; a block holds at least one position.
+
+Besides the columns a step holds small per-block scratch (a partial product; the positions-
+major ``grad_out`` of a block for the weight gradient; for the halo/flat input gradient the
+zero-extended ``grad_out`` of the block's samples). Scratch comes from a per-thread cache
+(:func:`workspace`: one buffer per tag and dtype, at most :data:`WORKSPACE_BYTES` per thread,
+thread-local so Dask's threads never share), so repeated calls of a layer reuse memory instead
+of page-faulting fresh allocations; :func:`clear_workspace` frees the calling thread's.
+
+:func:`cost` estimates each step's time in GEMM-flop units for the method selector.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 from typing import Any
 
 import array_api_compat
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from .._validate import ConvSpec
 from .._windows import offsets, window
 
-__all__ = ["correlate", "input_grad", "unsupported", "weight_grad"]
+__all__ = [
+    "CACHE_BYTES",
+    "COLUMN_BUDGET",
+    "WORKSPACE_BYTES",
+    "clear_workspace",
+    "column_budget",
+    "correlate",
+    "cost",
+    "input_grad",
+    "unsupported",
+    "weight_grad",
+    "workspace",
+    "workspace_bytes",
+]
+
+#: Module-wide column-buffer budget in elements (``None``: the size of the correlation's
+#: output). The ``budget=`` argument of :func:`correlate`, :func:`input_grad` and
+#: :func:`weight_grad` overrides it for one call.
+COLUMN_BUDGET: int | None = None
+#: Target size of one block's scratch, near a core's L2 cache (1.25 MiB on the reference
+#: machine; 2 MiB measured best there with two BLAS threads, 1 MiB with one).
+CACHE_BYTES = 2 << 20
+#: Blocks are never made shorter than this many positions for the cache alone (only the
+#: budget may make them shorter): GEMMs with fewer columns run well below the BLAS peak.
+MIN_BLOCK = 256
+#: Blocks hold at least this many times the weights in columns: BLAS packs the weights
+#: again for every product, which costs as much as packing that many columns.
+AMORTIZE = 4
+#: The most scratch memory one thread keeps between calls.
+WORKSPACE_BYTES = 64 << 20
 
 
 def unsupported(spec: ConvSpec, method: str) -> str | None:
@@ -32,39 +99,685 @@ def unsupported(spec: ConvSpec, method: str) -> str | None:
     return None
 
 
-def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:
+def column_budget(spec: ConvSpec, budget: int | None = None) -> int:
+    """The column-buffer budget in elements for ``spec``: ``budget``, else
+    :data:`COLUMN_BUDGET`, else the size of the correlation's output."""
+    if budget is None:
+        budget = COLUMN_BUDGET
+    if budget is None:
+        budget = math.prod(spec.output_shape)
+    return max(1, int(budget))
+
+
+def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
+              budget: int | None = None) -> Any:
     """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, C_in/G, *K)`` -> ``(N, C_out, *S_out)``."""
+    if _is_numpy(x_pad, w):
+        return _Blocked(spec, x_pad.dtype, method, budget).forward(x_pad, w)
+    return _portable_correlate(xp, x_pad, w, spec, method, column_budget(spec, budget))
+
+
+def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
+               budget: int | None = None) -> Any:
+    """Gradient with respect to the padded input: ``(N, C_out, *S_out) -> (N, C_in, *S_pad)``."""
+    if _is_numpy(grad_out, w):
+        return _Blocked(spec, grad_out.dtype, method, budget).input_grad(grad_out, w)
+    return _portable_input_grad(xp, grad_out, w, spec, method, column_budget(spec, budget))
+
+
+def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str, *,
+                budget: int | None = None) -> Any:
+    """Gradient with respect to ``w``: ``-> (C_out, C_in/G, *K)``."""
+    if _is_numpy(grad_out, x_pad):
+        return _Blocked(spec, x_pad.dtype, method, budget).weight_grad(grad_out, x_pad)
+    return _portable_weight_grad(xp, grad_out, x_pad, spec, method,
+                                 column_budget(spec, budget))
+
+
+# ---------------------------------------------------------------------------------------------
+# cost model
+
+#: GEMM rate relative to the BLAS peak, for ``M`` = the smaller output dimension and ``Q``
+#: the inner size: ``(GEMM_FLOOR + (1 - GEMM_FLOOR) * M / (M + GEMM_M0)) * Q / (Q + GEMM_Q0)``
+#: (OpenBLAS 0.3, float32, operands in cache: M=1: 0.27, 6: 0.39, 16: 0.46, 32: 0.55,
+#: 64 and up: 0.9-1.0 of ~105 GFLOP/s per core).
+GEMM_FLOOR = 0.25
+GEMM_M0 = 40.0
+GEMM_Q0 = 4.0
+#: The weight gradient's products ``(Cg*K, L) @ (L, Og)`` have only ``Og`` columns:
+#: their rate is scaled by ``Og / (Og + WEIGHT_N0)``.
+WEIGHT_N0 = 8.0
+#: Per element: a copy through a strided window (columns, gathers, halos), ~0.7 ns; a
+#: read-modify-write add (accumulation), ~1 ns; the scatter-add of columns back through
+#: the windows (NumPy adds on strided views run ~4x slower than copies), ~2 ns; writing a
+#: block's weight-gradient product and adding it to the sum, ~3.4 ns; per NumPy call
+#: (slicing, dispatch), ~3 us; all in flops of a peak-rate GEMM (~105 GFLOP/s per core).
+COPY = 75.0
+ADD = 105.0
+SCATTER = 210.0
+BLOCK_SUM = 360.0
+PER_CALL = 3.0e5
+
+_STEPS = ("correlate", "input_grad", "weight_grad")
+# tests and benchmarks: force im2col's variant of the input gradient ("halo", "flat",
+# "scatter" or "shift")
+# and of the weight gradient ("im2col" or "shift")
+_FORCE_INPUT_GRAD: str | None = None
+_FORCE_WEIGHT_GRAD: str | None = None
+
+
+def cost(spec: ConvSpec, method: str = "im2col", step: str = "correlate", *,
+         budget: int | None = None) -> float:
+    """Estimated time of one step of ``method`` (``"im2col"`` or ``"shift"``) for ``spec``, in
+    flops of a GEMM running at the BLAS peak (~1e11 per second per core on the reference
+    machine, a 2.8 GHz AVX-512 Xeon). ``step`` is ``"correlate"``, ``"input_grad"`` or
+    ``"weight_grad"``; the two strings may also be passed in the order ``(spec, step,
+    method)``.
+
+    With ``E = N * prod(S_out)`` output positions, ``E' = N * prod(S_pad)``, ``C = C_in``,
+    ``O = C_out``, ``Cg = C/G``, ``Og = O/G``, ``K = prod(kernel)``, ``L`` positions per
+    block and ``B = ceil(E / L)`` blocks (module docstring)::
+
+        gemm(M, Q, F) = F / ((GEMM_FLOOR + (1 - GEMM_FLOOR) * M / (M + GEMM_M0))
+                             * Q / (Q + GEMM_Q0)),   F = 2 * E * O * Cg * K
+
+        correlate  im2col: gemm(Og, Cg*K) + COPY * E*C*K
+                   shift:  gemm(Og, Cg)  + COPY * E*C*K + ADD * (K-1) * E*O
+        input_grad im2col, the cheapest of
+                   halo (stride 1):  gemm(Cg, Og*K, F * E'/E) + COPY * (E'*O*K + N*O*prod(S_pad+span))
+                   flat (stride 1):  gemm(min(Cg*K, L), Og, F * Ef/E) + ADD * Ef*C*K
+                                     + COPY * E'*(C + 2*O),  Ef = N * (flat index of the
+                                     last output + 1) on the padded grid
+                   scatter:          gemm(min(Cg*K, L), Og) + SCATTER * E*C*K + COPY * E'*C
+                   shift's variant:
+                   shift:  gemm(Cg, Og) + SCATTER * E*C*K + COPY * E'*C
+        weight_grad, the cheaper of (im2col only; shift runs the second)
+                   im2col: gemm(Cg*K, L, F') + COPY * E*(C*K + O) + BLOCK_SUM * B*O*Cg*K
+                   shift:  gemm(Cg, L, F') + COPY * E*(C*K + O) + BLOCK_SUM * B*O*Cg*K
+                   with F' = F * (Og + WEIGHT_N0) / Og (products with Og columns)
+        all:       + PER_CALL * B * (calls per block: 2, plus K for the scatter or shift)
+
+    A 1x1 kernel at stride 1 costs only ``gemm(Og, Cg)`` (``gemm(Cg, Og)`` for the input
+    gradient): it reads the input in place. The blocked loop only runs on NumPy arrays; other
+    namespaces run the portable path, for which this is a rough guide.
+    """
+    if method in _STEPS:
+        method, step = step, method
+    if method not in ("im2col", "shift"):
+        raise ValueError(f"gemm.cost: unknown method {method!r}")
+    if step not in _STEPS:
+        raise ValueError(f"gemm.cost: unknown step {step!r}")
+    return min(_estimates(spec, method, step, column_budget(spec, budget), 4).values())
+
+
+def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
+               itemsize: int) -> dict[str, float]:
+    """:func:`cost` per variant of the step (im2col has several for the gradients)."""
+    n, c, o, g = spec.batch, spec.in_channels, spec.out_channels, spec.groups
+    cg, og, kk = c // g, o // g, math.prod(spec.kernel)
+    e = n * math.prod(spec.out_size)
+    e_pad = n * math.prod(spec.padded_size)
+    flops = 2.0 * e * o * cg * kk
+    if kk == 1 and all(s == 1 for s in spec.stride) and spec.padded_size == spec.out_size:
+        rows, inner = (cg, og) if step == "input_grad" else (og, cg)
+        if step == "weight_grad":
+            rows, inner = min(cg, og), math.prod(spec.out_size)
+        return {"pointwise": _gemm(rows, inner, flops) + PER_CALL * 2 * n}
+    shift = method == "shift"
+    per_pos = c if shift else c * kk
+    length = min(_block_positions(spec, per_pos, itemsize, budget, c * kk), e)
+    blocks = math.ceil(e / length)
+    calls = 2 + (2 * kk if shift else 0)
+    if step == "correlate":
+        total = COPY * e * c * kk
+        if shift:
+            total += _gemm(og, cg, flops) + ADD * (kk - 1) * e * o
+        else:
+            total += _gemm(og, cg * kk, flops)
+        return {method: total + PER_CALL * blocks * calls}
+    if step == "weight_grad":
+        # (Cg*K, L) @ (L, Og) per block; the product is written and added to the sum
+        out = {}
+        for variant in ("shift",) if shift else ("im2col", "shift"):
+            one = variant == "shift"
+            per_pos = c if one else c * kk
+            length = min(_block_positions(spec, per_pos, itemsize, budget, c * kk), e)
+            blocks = math.ceil(e / length)
+            rate_flops = flops * (og + WEIGHT_N0) / og
+            out[variant] = (_gemm(cg if one else cg * kk, length, rate_flops)
+                            + COPY * e * (c * kk + o) + BLOCK_SUM * blocks * o * cg * kk
+                            + PER_CALL * blocks * (2 + (2 * kk if one else 0)))
+        return out
+    scatter = SCATTER * e * c * kk + COPY * e_pad * c + PER_CALL * blocks * (calls + kk)
+    shift_length = min(_block_positions(spec, c, itemsize, budget, c * kk), e)
+    per_offset = {"shift": _gemm(cg, og, flops) + SCATTER * e * c * kk + COPY * e_pad * c
+                  + PER_CALL * math.ceil(e / shift_length) * (2 + 3 * kk)}
+    if shift:
+        return per_offset
+    out = {"scatter": _gemm(min(cg * kk, length), og, flops) + scatter, **per_offset}
+    if all(s == 1 for s in spec.stride):
+        flat = [math.prod(spec.padded_size[i + 1:]) for i in range(spec.ndim)]
+        e_flat = n * (sum((m - 1) * f for m, f in zip(spec.out_size, flat)) + 1)
+        flat_length = min(_block_positions(spec, c * kk, itemsize, budget), e_flat)
+        out["flat"] = (_gemm(min(cg * kk, flat_length), og, flops * e_flat / e)
+                       + ADD * e_flat * c * kk + COPY * e_pad * (c + 2 * o)
+                       + PER_CALL * math.ceil(e_flat / flat_length) * (2 + kk))
+        span = tuple(d * (k - 1) for d, k in zip(spec.dilation, spec.kernel))
+        halo = n * o * math.prod(s + r for s, r in zip(spec.padded_size, span))
+        halo_len = min(_block_positions(spec, o * kk, itemsize, budget), e_pad)
+        out["halo"] = (_gemm(cg, og * kk, flops * e_pad / e) + COPY * (e_pad * o * kk + halo)
+                       + PER_CALL * math.ceil(e_pad / halo_len) * 3)
+    return out
+
+
+def _gemm(rows: float, inner: float, flops: float, q0: float = GEMM_Q0) -> float:
+    rate = GEMM_FLOOR + (1.0 - GEMM_FLOOR) * rows / (rows + GEMM_M0)
+    return flops / (rate * inner / (inner + q0))
+
+
+# ---------------------------------------------------------------------------------------------
+# workspaces
+
+_LOCAL = threading.local()
+
+
+def workspace(tag: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A scratch array of ``shape`` from the calling thread's cache (contents undefined).
+
+    One buffer per ``(tag, dtype)``, grown when too small and reused across calls, so a
+    buffer must not outlive the call that took it, and two live buffers need two tags. The
+    buffers of a thread total at most :data:`WORKSPACE_BYTES` (oldest evicted first); a
+    larger request gets a fresh array that is not kept.
+    """
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    nbytes = size * dtype.itemsize
+    if nbytes > WORKSPACE_BYTES:
+        return np.empty(shape, dtype)
+    cache = getattr(_LOCAL, "buffers", None)
+    if cache is None:
+        cache = _LOCAL.buffers = {}
+    key = (tag, dtype.str)
+    buf = cache.get(key)
+    if buf is None or buf.size < size:
+        cache.pop(key, None)
+        held = sum(b.nbytes for b in cache.values())
+        while cache and held + nbytes > WORKSPACE_BYTES:
+            held -= cache.pop(next(iter(cache))).nbytes
+        buf = np.empty(size, dtype)
+        cache[key] = buf
+    return buf[:size].reshape(shape)
+
+
+def clear_workspace() -> None:
+    """Drop the calling thread's cached scratch buffers."""
+    _LOCAL.buffers = {}
+
+
+def workspace_bytes() -> int:
+    """Bytes of scratch the calling thread holds."""
+    return sum(b.nbytes for b in getattr(_LOCAL, "buffers", {}).values())
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy: blocked im2col / shift
+
+
+def _is_numpy(*arrays: Any) -> bool:
+    return all(type(a) is np.ndarray for a in arrays)
+
+
+def _block_positions(spec: ConvSpec, per_position: int, itemsize: int, budget: int,
+                     reads: int | None = None) -> int:
+    """Output positions per block when each position needs ``per_position`` scratch elements
+    and its product reads ``reads`` (default ``per_position``) elements of columns.
+
+    At least :data:`MIN_BLOCK` positions, enough to fill :data:`CACHE_BYTES`, and enough
+    that the block's columns are :data:`AMORTIZE` times the weights (which BLAS packs anew
+    for every product), but never more than ``budget`` elements of scratch.
+    """
+    reads = per_position if reads is None else reads
+    weights = spec.out_channels * (spec.in_channels // spec.groups) * math.prod(spec.kernel)
+    want = max(CACHE_BYTES // (itemsize * per_position), MIN_BLOCK,
+               AMORTIZE * weights // max(reads, 1))
+    return max(1, min(budget // per_position, want))
+
+
+def _balanced(total: int, most: int) -> int:
+    """The step that cuts ``range(total)`` into ``ceil(total / most)`` near-equal pieces."""
+    pieces = -(-total // max(1, most))
+    return -(-total // pieces)
+
+
+def _blocks(batch: int, out: tuple[int, ...], cap: int):
+    """Blocks of output positions, each ``(n0, n1, start, extent, pos0, length)``.
+
+    Either whole samples ``n0:n1`` or one box of one sample: indices ``start`` and sizes
+    ``extent`` per spatial axis, where the axes before some ``a`` have size 1, axis ``a`` a
+    range and the axes after it are whole; ``pos0`` is the box's first flat output index and
+    ``length`` its number of positions (one contiguous run of the flattened output).
+    """
+    d = len(out)
+    p = math.prod(out)
+    if p <= cap:
+        step = _balanced(batch, cap // p)
+        for n0 in range(0, batch, step):
+            yield n0, min(n0 + step, batch), (0,) * d, out, 0, p
+        return
+    a = next(i for i in range(d) if math.prod(out[i + 1:]) <= cap)
+    inner = math.prod(out[a + 1:])
+    step = _balanced(out[a], cap // inner)
+    flat = [math.prod(out[i + 1:]) for i in range(d)]
+    for n in range(batch):
+        for prefix in itertools.product(*(range(m) for m in out[:a])):
+            for lo in range(0, out[a], step):
+                hi = min(lo + step, out[a])
+                start = (*prefix, lo) + (0,) * (d - a - 1)
+                extent = (1,) * a + (hi - lo,) + out[a + 1:]
+                pos0 = sum(i * f for i, f in zip(start, flat))
+                yield n, n + 1, start, extent, pos0, (hi - lo) * inner
+
+
+class _Blocked:
+    """One layer's geometry and the blocked NumPy loops of both methods."""
+
+    def __init__(self, spec: ConvSpec, dtype: Any, method: str, budget: int | None) -> None:
+        self.spec = spec
+        self.dtype = np.dtype(dtype)
+        self.g = spec.groups
+        self.cg = spec.in_channels // spec.groups
+        self.og = spec.out_channels // spec.groups
+        self.kk = math.prod(spec.kernel)
+        self.p = math.prod(spec.out_size)
+        # a 1x1 kernel at stride 1 reading the whole input: one product on x as it is
+        self.pointwise = (self.kk == 1 and all(s == 1 for s in spec.stride)
+                          and spec.padded_size == spec.out_size)
+        # 1x1 kernels: both methods are the same single product
+        self.shift = method == "shift" and self.kk > 1
+        self.budget = column_budget(spec, budget)
+
+    # -- geometry ---------------------------------------------------------------------------
+
+    def _cap(self, per_position: int, reads: int | None = None) -> int:
+        return _block_positions(self.spec, per_position, self.dtype.itemsize, self.budget,
+                                reads)
+
+    def _windows(self, x: np.ndarray, *, channel_major: bool = False,
+                 offset: tuple[int, ...] | None = None, stride: tuple[int, ...] | None = None,
+                 size: tuple[int, ...] | None = None) -> _Windows:
+        spec = self.spec
+        return _Windows(x, self.g, spec.kernel, spec.stride if stride is None else stride,
+                        spec.dilation, spec.out_size if size is None else size,
+                        channel_major=channel_major, offset=offset)
+
+    def _rows(self, a: np.ndarray, block) -> np.ndarray:
+        """The block's run of a ``(N, G, Cgroup, P)`` array: ``(Nc, G, Cgroup, length)``."""
+        n0, n1, _, _, pos0, length = block
+        return a[n0:n1, :, :, pos0:pos0 + length]
+
+    def _per_offset_weights(self, w: np.ndarray) -> np.ndarray:
+        """``(C_out, Cg, *K) -> (K, G, Og, Cg)`` contiguous."""
+        wk = np.reshape(w, (self.g, self.og, self.cg, self.kk))
+        return np.ascontiguousarray(np.moveaxis(wk, 3, 0))
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        spec, g, og, cg = self.spec, self.g, self.og, self.cg
+        n = spec.batch
+        y = np.empty(spec.output_shape, self.dtype)
+        y4 = y.reshape(n, g, og, self.p)
+        if self.pointwise:
+            x4 = np.reshape(x, (n, g, cg, self.p))
+            np.matmul(np.reshape(w, (g, og, cg)), x4, out=y4)
+            return y
+        if not self.shift:
+            wg = np.ascontiguousarray(np.reshape(w, (g, og, cg * self.kk)))
+            windows = self._windows(x)
+            for block in _blocks(n, spec.out_size, self._cap(spec.in_channels * self.kk)):
+                cols = windows.gather("cols", block, self.dtype)
+                cols = cols.reshape(*cols.shape[:2], cg * self.kk, cols.shape[-1])
+                np.matmul(wg, cols, out=self._rows(y4, block))
+            return y
+        wk = self._per_offset_weights(w)
+        per_offset = [self._windows(x, offset=offset) for offset in offsets(spec.kernel)]
+        for block in _blocks(n, spec.out_size,
+                             self._cap(spec.in_channels, spec.in_channels * self.kk)):
+            out = self._rows(y4, block)
+            tmp = workspace("product", out.shape, self.dtype)
+            for k, windows in enumerate(per_offset):
+                # gathered even for depthwise: a multiply over long contiguous rows beats one
+                # reading the strided window (NumPy's per-row cost)
+                xk = windows.gather("window", block, self.dtype)
+                _product(wk[k], xk, out=out if k == 0 else tmp)
+                if k:
+                    np.add(out, tmp, out=out)
+        return y
+
+    # -- input gradient ---------------------------------------------------------------------
+
+    def input_grad(self, grad_out: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """im2col runs the cheapest by :func:`cost` of: the halo correlation (stride 1,
+        :meth:`_input_grad_halo`); one GEMM ``w^T @ grad_out`` per block into columns, then a
+        scatter-add per kernel offset; or shift's per-offset GEMM and scatter-add, whose
+        smaller scratch allows longer blocks (fewer calls, for small layers)."""
+        spec, g, og, cg = self.spec, self.g, self.og, self.cg
+        n = spec.batch
+        gy4 = np.reshape(grad_out, (n, g, og, self.p))
+        if self.pointwise:
+            gx = np.empty((n, spec.in_channels, *spec.padded_size), self.dtype)
+            np.matmul(np.reshape(w, (g, og, cg)).mT, gy4, out=gx.reshape(n, g, cg, self.p))
+            return gx
+        variant = "shift"
+        if not self.shift:
+            variants = _estimates(spec, "im2col", "input_grad", self.budget,
+                                  self.dtype.itemsize)
+            variant = _FORCE_INPUT_GRAD or min(variants, key=variants.__getitem__)
+            if variant not in variants:
+                variant = "scatter"
+            if variant == "halo":
+                return self._input_grad_halo(grad_out, w)
+            if variant == "flat":
+                return self._input_grad_flat(grad_out, w)
+        gx = np.zeros((n, spec.in_channels, *spec.padded_size), self.dtype)
+        gx5 = gx.reshape(n, g, cg, *spec.padded_size)
+        offs = offsets(spec.kernel)
+        if variant == "scatter":
+            wt = np.ascontiguousarray(np.reshape(w, (g, og, cg * self.kk)).mT)
+            for block in _blocks(n, spec.out_size, self._cap(spec.in_channels * self.kk)):
+                gyb = self._rows(gy4, block)
+                gcols = workspace("cols", (*gyb.shape[:2], cg * self.kk, gyb.shape[-1]),
+                                  self.dtype)
+                np.matmul(wt, gyb, out=gcols)
+                gk = gcols.reshape(*gyb.shape[:2], cg, self.kk, *block[3])
+                for k, offset in enumerate(offs):
+                    self._scatter(gx5, block, offset, gk[:, :, :, k])
+            return gx
+        wt = np.ascontiguousarray(self._per_offset_weights(w).mT)  # (K, G, Cg, Og)
+        for block in _blocks(n, spec.out_size,
+                             self._cap(spec.in_channels, spec.in_channels * self.kk)):
+            gyb = self._rows(gy4, block)
+            tmp = workspace("window", (*gyb.shape[:2], cg, gyb.shape[-1]), self.dtype)
+            for k, offset in enumerate(offs):
+                _product(wt[k], gyb, out=tmp)
+                self._scatter(gx5, block, offset, tmp.reshape(*tmp.shape[:3], *block[3]))
+        return gx
+
+    def _input_grad_flat(self, grad_out: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Stride 1: col2im on the flattened padded grid. ``grad_out`` is embedded in a
+        zeroed ``(N, C_out, prod(S_pad))`` buffer (one group of samples at a time), so
+        output position ``i`` sits at flat index ``q(i)`` and kernel offset ``a`` adds to
+        ``q + flat(a * dilation)``: every block is a plain range of ``q``, its GEMM reads the
+        buffer in place and its scatter-adds are contiguous runs (NumPy adds strided views
+        several times slower). The zeros between rows cost ``prod(S_pad) / prod(S_out)``
+        more flops at most."""
+        spec, g, og, cg, kk = self.spec, self.g, self.og, self.cg, self.kk
+        n, size = spec.batch, spec.padded_size
+        flat = [math.prod(size[i + 1:]) for i in range(spec.ndim)]
+        offs = [sum(a * d * f for a, d, f in zip(o, spec.dilation, flat))
+                for o in offsets(spec.kernel)]
+        last = sum((m - 1) * f for m, f in zip(spec.out_size, flat)) + 1
+        gx = np.zeros((n, spec.in_channels, *size), self.dtype)
+        gxf = gx.reshape(n, g, cg, math.prod(size))
+        wt = np.ascontiguousarray(np.reshape(w, (g, og, cg * kk)).mT)
+        inner = tuple(slice(0, m) for m in spec.out_size)
+        samples = None
+        for n0, n1, _, _, q0, length in _blocks(n, (last,), self._cap(spec.in_channels * kk)):
+            if samples != (n0, n1):
+                samples = (n0, n1)
+                emb = workspace("halo", (n1 - n0, spec.out_channels, *size), self.dtype)
+                emb.fill(0)
+                np.copyto(emb[(Ellipsis, *inner)], grad_out[n0:n1])
+                embf = emb.reshape(n1 - n0, g, og, -1)
+            gcols = workspace("cols", (n1 - n0, g, cg * kk, length), self.dtype)
+            np.matmul(wt, embf[..., q0:q0 + length], out=gcols)
+            gk = gcols.reshape(n1 - n0, g, cg, kk, length)
+            for k, off in enumerate(offs):
+                target = gxf[n0:n1, :, :, q0 + off:q0 + off + length]
+                np.add(target, gk[:, :, :, k], out=target)
+        return gx
+
+    def _input_grad_halo(self, grad_out: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Stride 1: the input gradient is the "full" correlation of ``grad_out`` with the
+        flipped kernel, channels swapped, so it runs as a forward im2col over the positions
+        of ``x_pad`` (no zero fill of the gradient, no scatter-add): per group of samples,
+        ``grad_out`` is copied once into a buffer zero-extended by ``dilation * (K - 1)`` on
+        every side, whose windows the blocks' columns read."""
+        spec, g, og, cg, kk = self.spec, self.g, self.og, self.cg, self.kk
+        n, nd, size = spec.batch, spec.ndim, spec.padded_size
+        reach = tuple(d * (k - 1) for d, k in zip(spec.dilation, spec.kernel))
+        gx = np.empty((n, spec.in_channels, *size), self.dtype)
+        gx4 = gx.reshape(n, g, cg, math.prod(size))
+        wf = np.flip(np.reshape(w, (g, og, cg, *spec.kernel)), axis=tuple(range(3, 3 + nd)))
+        wt = np.ascontiguousarray(np.swapaxes(wf, 1, 2)).reshape(g, cg, og * kk)
+        ones = (1,) * nd
+        ext_size = tuple(s + r for s, r in zip(size, reach))
+        inner = tuple(slice(r, r + m) for r, m in zip(reach, spec.out_size))
+        samples = None
+        for block in _blocks(n, size, self._cap(spec.out_channels * kk)):
+            n0, n1, start, extent, pos0, length = block
+            if samples != (n0, n1):
+                samples = (n0, n1)
+                ext = workspace("halo", (n1 - n0, spec.out_channels, *ext_size), self.dtype)
+                _zero_outside(ext, inner)
+                np.copyto(ext[(Ellipsis, *inner)], grad_out[n0:n1])
+                windows = self._windows(ext, stride=ones, size=size)
+            cols = windows.gather("cols", (0, n1 - n0, start, extent, 0, length), self.dtype)
+            cols = cols.reshape(n1 - n0, g, og * kk, length)
+            np.matmul(wt, cols, out=gx4[n0:n1, :, :, pos0:pos0 + length])
+        return gx
+
+    def _scatter(self, gx5: np.ndarray, block, offset: tuple[int, ...],
+                 values: np.ndarray) -> None:
+        """``gx[window of the block at offset] += values``; ``values: (Nc, G, Cg, *extent)``."""
+        spec = self.spec
+        n0, n1, start, extent, _, _ = block
+        index = (slice(n0, n1), slice(None), slice(None), *(
+            slice(a * d + i * s, a * d + (i + e - 1) * s + 1, s)
+            for a, d, i, s, e in zip(offset, spec.dilation, start, spec.stride, extent)))
+        target = gx5[index]
+        if self.kk == 1:  # windows of a 1x1 kernel never overlap and gx is zero
+            np.copyto(target, values)
+        else:
+            np.add(target, values, out=target)
+
+    # -- weight gradient --------------------------------------------------------------------
+
+    def weight_grad(self, grad_out: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Accumulates the transposed products ``columns @ grad_out^T`` over the blocks,
+        with the block's ``grad_out`` copied positions-major: ``(C_in/G * K, L) @ (L,
+        C_out/G)`` runs 20-50% faster in OpenBLAS than ``grad_out @ columns^T``.
+
+        im2col takes the per-offset loop of shift when the budget leaves its blocks so short
+        that accumulating the ``(C_in/G * K, C_out/G)`` products would dominate (layers with
+        many channels and few positions)."""
+        spec, g, og, cg, kk = self.spec, self.g, self.og, self.cg, self.kk
+        n = spec.batch
+        gy4 = np.reshape(grad_out, (n, g, og, self.p))
+        if self.pointwise:
+            x4 = np.reshape(x, (n, g, cg, self.p))
+            acc = np.zeros((g, cg, og), self.dtype)
+            part = workspace("product", acc.shape, self.dtype)
+            for i in range(n):
+                np.matmul(x4[i], gy4[i].mT, out=part)
+                np.add(acc, part, out=acc)
+            return np.ascontiguousarray(acc.mT).reshape(spec.out_channels, cg, *spec.kernel)
+        shift = self.shift
+        if not shift:
+            variants = _estimates(spec, "im2col", "weight_grad", self.budget,
+                                  self.dtype.itemsize)
+            shift = (_FORCE_WEIGHT_GRAD or min(variants, key=variants.__getitem__)) == "shift"
+        offs = offsets(spec.kernel)
+        if shift:
+            acc = np.zeros((kk, g, cg, og), self.dtype)
+            part = workspace("product", acc.shape[1:], self.dtype)
+            per_offset = [self._windows(x, channel_major=True, offset=o) for o in offs]
+            cap = self._cap(spec.in_channels, spec.in_channels * kk)
+        else:
+            acc = np.zeros((g, cg * kk, og), self.dtype)
+            part = workspace("product", acc.shape, self.dtype)
+            windows = self._windows(x, channel_major=True)
+            cap = self._cap(spec.in_channels * kk)
+        for block in _blocks(n, spec.out_size, cap):
+            gyt = self._positions_major(gy4, block)  # (G, Nc * length, Og)
+            if not shift:
+                cols = windows.gather("cols", block, self.dtype)
+                np.matmul(cols.reshape(g, cg * kk, gyt.shape[1]), gyt, out=part)
+                np.add(acc, part, out=acc)
+                continue
+            for k in range(kk):
+                xk = per_offset[k].gather("window", block, self.dtype)
+                _product(xk, gyt, out=part)
+                np.add(acc[k], part, out=acc[k])
+        if shift:  # (K, G, Cg, Og) -> (G, Og, Cg, K)
+            return np.ascontiguousarray(acc.transpose(1, 3, 2, 0)).reshape(
+                spec.out_channels, cg, *spec.kernel)
+        return np.ascontiguousarray(acc.mT).reshape(spec.out_channels, cg, *spec.kernel)
+
+    def _positions_major(self, gy4: np.ndarray, block) -> np.ndarray:
+        """The block's run of ``grad_out`` as ``(G, Nc * length, Og)`` in the scratch
+        buffer ``"rows"``."""
+        rows = self._rows(gy4, block)
+        nc, length = rows.shape[0], rows.shape[-1]
+        buf = workspace("rows", (self.g, nc, length, self.og), self.dtype)
+        np.copyto(buf, rows.transpose(1, 0, 3, 2))
+        return buf.reshape(self.g, nc * length, self.og)
+
+
+class _Windows:
+    """The windows of ``x: (N, C, *S)`` read by the output positions of a strided correlation,
+    as one read-only strided view made once per call and sliced per block.
+
+    Layout ``(N, G, C/G, *K, *out)``, or ``(G, C/G, *K, N, *out)`` when ``channel_major``;
+    with one kernel ``offset``, the same without the ``K`` axes.
+    """
+
+    def __init__(self, x: np.ndarray, groups: int, kernel: tuple[int, ...],
+                 stride: tuple[int, ...], dilation: tuple[int, ...], out: tuple[int, ...], *,
+                 channel_major: bool = False, offset: tuple[int, ...] | None = None) -> None:
+        shift = (0,) * len(kernel) if offset is None else offset
+        base = x[(slice(None), slice(None), *(slice(a * d, None)
+                                              for a, d in zip(shift, dilation)))]
+        sn, sc, *ss = x.strides
+        cg = x.shape[1] // groups
+        k_shape = kernel if offset is None else ()
+        k_strides = tuple(d * st for d, st in zip(dilation, ss)) if offset is None else ()
+        pos_strides = tuple(s * st for s, st in zip(stride, ss))
+        if channel_major:
+            shape = (groups, cg, *k_shape, x.shape[0], *out)
+            strides = (cg * sc, sc, *k_strides, sn, *pos_strides)
+        else:
+            shape = (x.shape[0], groups, cg, *k_shape, *out)
+            strides = (sn, cg * sc, sc, *k_strides, *pos_strides)
+        self.view = as_strided(base, shape=shape, strides=strides, writeable=False)
+        self.channel_major = channel_major
+        self.lead = (slice(None),) * (2 + len(k_shape))
+        # the trailing axes merged into one: positions, and samples when channel-major
+        self.merged = len(out) + (1 if channel_major else 0)
+        self.in_place = offset is not None or math.prod(kernel) == 1
+
+    def block(self, block) -> np.ndarray:
+        n0, n1, start, extent, _, _ = block
+        box = tuple(slice(i, i + e) for i, e in zip(start, extent))
+        if self.channel_major:
+            return self.view[(*self.lead, slice(n0, n1), *box)]
+        return self.view[(slice(n0, n1), *self.lead, *box)]
+
+    def gather(self, tag: str, block, dtype: Any) -> np.ndarray:
+        """The block's windows with the merged trailing axes on one last axis, ``(..., L)``:
+        a view when that needs no copy and leaves a unit inner stride (a 1x1 kernel or one
+        offset, at stride 1, over whole trailing axes), else a copy into the C-contiguous
+        scratch buffer ``tag``."""
+        view = self.block(block)
+        nd = self.merged
+        lead, tail = view.shape[:-nd], view.shape[-nd:]
+        if self.in_place and _unit_run(tail, view.strides[-nd:], view.itemsize):
+            return view.reshape(*lead, math.prod(tail))
+        buf = workspace(tag, (*lead, math.prod(tail)), dtype)
+        np.copyto(buf.reshape(view.shape), view)
+        return buf
+
+
+def _zero_outside(a: np.ndarray, inner: tuple[slice, ...]) -> None:
+    """Zero ``a`` outside the box ``inner`` of its trailing axes (one slab per side)."""
+    lead = a.ndim - len(inner)
+    for axis, sl in enumerate(inner):
+        before = (slice(None),) * (lead + axis)
+        a[(*before, slice(0, sl.start))] = 0
+        a[(*before, slice(sl.stop, None))] = 0
+
+
+def _unit_run(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> bool:
+    """Whether axes of ``shape`` and ``strides`` form one C-contiguous run."""
+    expected = itemsize
+    for size, stride in zip(reversed(shape), reversed(strides)):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _product(a: Any, b: Any, out: Any = None) -> Any:
+    """``a @ b`` for stacks of matrices; a broadcast multiply when the inner size is 1.
+
+    Depthwise layers make every per-offset product an outer product, which NumPy's matmul
+    runs outside BLAS several times slower than the equivalent elementwise multiply.
+    """
+    if a.shape[-1] == 1:
+        return a * b if out is None else np.multiply(a, b, out=out)
+    return a @ b if out is None else np.matmul(a, b, out=out)
+
+
+# ---------------------------------------------------------------------------------------------
+# portable array-API path (torch, array_api_strict, ...)
+
+
+def _portable_correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str,
+                        budget: int) -> Any:
     g, og, cg = spec.groups, spec.out_channels // spec.groups, spec.in_channels // spec.groups
-    xg = _group_major(xp, x_pad, g)
     if method == "im2col":
-        cols = _columns(xp, xg, spec)
-        y = xp.reshape(w, (g, og, cg * math.prod(spec.kernel))) @ cols
-    else:
-        y = None
-        w_k = _per_offset(xp, w, spec)
-        for k, offset in enumerate(offsets(spec.kernel)):
-            term = _product(w_k[k, ...], _flat_window(xp, xg, offset, spec))
-            if y is None:
-                y = term
-            else:
-                y += term
+        step = _portable_samples(spec, budget)
+        wg = xp.reshape(w, (g, og, cg * math.prod(spec.kernel)))
+        parts = []
+        for n0 in range(0, spec.batch, step):
+            xg = _group_major(xp, x_pad[n0:n0 + step, ...], g)
+            y = wg @ _columns(xp, xg, spec)
+            nc = xg.shape[2]
+            parts.append(_batch_major(xp, xp.reshape(y, (g, og, nc, *spec.out_size))))
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    xg = _group_major(xp, x_pad, g)
+    y = None
+    w_k = _per_offset(xp, w, spec)
+    for k, offset in enumerate(offsets(spec.kernel)):
+        term = _product(w_k[k, ...], _flat_window(xp, xg, offset, spec))
+        if y is None:
+            y = term
+        else:
+            y += term
     return _batch_major(xp, xp.reshape(y, (g, og, spec.batch, *spec.out_size)))
 
 
-def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str) -> Any:
-    """Gradient with respect to the padded input: ``(N, C_out, *S_out) -> (N, C_in, *S_pad)``."""
+def _portable_input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str,
+                         budget: int) -> Any:
     g, og, cg = spec.groups, spec.out_channels // spec.groups, spec.in_channels // spec.groups
     gy = _flat_group_major(xp, grad_out, spec)
     gx = xp.zeros((g, cg, spec.batch, *spec.padded_size), dtype=grad_out.dtype,
                   device=array_api_compat.device(grad_out))
-    out_shape = (g, cg, spec.batch, *spec.out_size)
     if method == "im2col":
         kk = math.prod(spec.kernel)
-        gcols = xp.reshape(xp.reshape(w, (g, og, cg * kk)).mT @ gy, (g, cg, kk, -1))
-        for k, offset in enumerate(offsets(spec.kernel)):
-            index = window(offset, spec.stride, spec.dilation, spec.out_size)
-            gx[index] += xp.reshape(gcols[:, :, k, :], out_shape)
+        step = _portable_samples(spec, budget)
+        wt = xp.reshape(w, (g, og, cg * kk)).mT
+        p = math.prod(spec.out_size)
+        for n0 in range(0, spec.batch, step):
+            nc = min(step, spec.batch - n0)
+            gcols = xp.reshape(wt @ gy[:, :, n0 * p:(n0 + nc) * p], (g, cg, kk, -1))
+            out_shape = (g, cg, nc, *spec.out_size)
+            for k, offset in enumerate(offsets(spec.kernel)):
+                index = window(offset, spec.stride, spec.dilation, spec.out_size)
+                index = (slice(None), slice(None), slice(n0, n0 + nc), *index[1:])
+                gx[index] += xp.reshape(gcols[:, :, k, :], out_shape)
     else:
+        out_shape = (g, cg, spec.batch, *spec.out_size)
         w_k = _per_offset(xp, w, spec)
         for k, offset in enumerate(offsets(spec.kernel)):
             index = window(offset, spec.stride, spec.dilation, spec.out_size)
@@ -72,20 +785,29 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str) -> A
     return _batch_major(xp, gx)
 
 
-def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str) -> Any:
-    """Gradient with respect to ``w``: ``-> (C_out, C_in/G, *K)``."""
+def _portable_weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
+                          budget: int) -> Any:
     g, cg = spec.groups, spec.in_channels // spec.groups
+    if method == "im2col":
+        step = _portable_samples(spec, budget)
+        gw = None
+        for n0 in range(0, spec.batch, step):
+            gy = _flat_group_major(xp, grad_out[n0:n0 + step, ...], spec)
+            xg = _group_major(xp, x_pad[n0:n0 + step, ...], g)
+            part = gy @ _columns(xp, xg, spec).mT  # (G, C_out/G, C_in/G * K)
+            gw = part if gw is None else gw + part
+        return xp.reshape(gw, (spec.out_channels, cg, *spec.kernel))
     gy = _flat_group_major(xp, grad_out, spec)
     xg = _group_major(xp, x_pad, g)
-    if method == "im2col":
-        gw = gy @ _columns(xp, xg, spec).mT  # (G, C_out/G, C_in/G * K)
-        return xp.reshape(gw, (spec.out_channels, cg, *spec.kernel))
     per_offset = [gy @ _flat_window(xp, xg, offset, spec).mT for offset in offsets(spec.kernel)]
     gw = xp.stack(per_offset, axis=-1)  # (G, C_out/G, C_in/G, K)
     return xp.reshape(gw, (spec.out_channels, cg, *spec.kernel))
 
 
-# ---------------------------------------------------------------------------------------------
+def _portable_samples(spec: ConvSpec, budget: int) -> int:
+    """Samples per chunk of the portable im2col (at least one, whatever the budget)."""
+    per_sample = spec.in_channels * math.prod(spec.kernel) * math.prod(spec.out_size)
+    return _balanced(spec.batch, max(1, budget // per_sample))
 
 
 def _group_major(xp: Any, a: Any, groups: int) -> Any:
@@ -124,15 +846,6 @@ def _columns(xp: Any, xg: Any, spec: ConvSpec) -> Any:
     for k, offset in enumerate(offsets(spec.kernel)):
         cols[:, :, k, ...] = xg[window(offset, spec.stride, spec.dilation, spec.out_size)]
     return xp.reshape(cols, (g, cg * kk, -1))
-
-
-def _product(a: Any, b: Any) -> Any:
-    """``a @ b`` for stacks of matrices; a broadcast multiply when the inner size is 1.
-
-    Depthwise layers make every per-offset product an outer product, which NumPy's matmul
-    runs outside BLAS several times slower than the equivalent elementwise multiply.
-    """
-    return a * b if a.shape[-1] == 1 else a @ b
 
 
 def _per_offset(xp: Any, w: Any, spec: ConvSpec) -> Any:
