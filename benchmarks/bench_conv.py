@@ -255,7 +255,8 @@ def print_table(rows: list[dict], methods: tuple[str, ...]) -> dict:
     return summary
 
 
-def sweep(path: str, repeat: int, slow: float, methods: tuple[str, ...]) -> list[dict]:
+def sweep(path: str, repeat: int, slow: float, methods: tuple[str, ...],
+          sizes: tuple[int, ...] = SWEEP_K) -> list[dict]:
     """Image filter (1 x 1 x 2048^2, "same") forward time vs kernel size, as a PNG figure."""
     from matplotlib.figure import Figure
 
@@ -263,7 +264,7 @@ def sweep(path: str, repeat: int, slow: float, methods: tuple[str, ...]) -> list
 
     base = next(c for c in SUITE if c.name == "image-filter-5")
     rows = []
-    for k in SWEEP_K:
+    for k in sizes:
         row = run_case(base, repeat, methods, slow, k=k, backward=False)
         rows.append(row)
         print(f"k={k:4d} " + " ".join(f"{label[:-4]} {ms:.1f}" for label, ms in
@@ -321,6 +322,8 @@ def main(argv=None) -> int:
                         help="time a call slower than this (s) once (default 5)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--sweep", metavar="PNG", help="image filter time vs k, as a figure")
+    parser.add_argument("--sweep-k", type=int, nargs="*", default=list(SWEEP_K),
+                        help=f"kernel sizes of --sweep (default: {SWEEP_K})")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args(argv)
     methods = tuple(dict.fromkeys(["auto", *args.methods]))
@@ -340,7 +343,7 @@ def main(argv=None) -> int:
           f"{args.threads} threads, median of {repeat}\n{info['cpu']}; " + "; ".join(info["blas"]))
     result = {"machine": info, "threads": args.threads, "repeat": repeat}
     if args.sweep:
-        result["sweep"] = sweep(args.sweep, repeat, args.slow, methods)
+        result["sweep"] = sweep(args.sweep, repeat, args.slow, methods, tuple(args.sweep_k))
     else:
         rows = []
         for name in names:

@@ -26,10 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_conv import SUITE, Case  # noqa: E402
+from bench_conv import SUITE, Case
 
-from fc2conv import _padding, _validate  # noqa: E402
-from fc2conv.algorithms import METHODS, implementation, select  # noqa: E402
+from fc2conv import _padding, _validate
+from fc2conv.algorithms import METHODS, implementation, select
 
 STEPS = ("correlate", "input_grad", "weight_grad")
 EXTRA = [

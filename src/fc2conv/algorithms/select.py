@@ -33,7 +33,26 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "choose", "local_methods", "work"]
 
 #: Measured seconds per unit of estimated work, per ``(method, step)``; from
 #: ``benchmarks/calibrate_select.py`` on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
-SECONDS_PER_UNIT: dict[tuple[str, str], float] = {}
+SECONDS_PER_UNIT: dict[tuple[str, str], float] = {
+    ('direct', 'correlate'): 5.693e-11,
+    ('direct', 'input_grad'): 5.681e-11,
+    ('direct', 'weight_grad'): 7.737e-11,
+    ('fft', 'correlate'): 4.648e-11,
+    ('fft', 'input_grad'): 4.576e-11,
+    ('fft', 'weight_grad'): 5.092e-11,
+    ('im2col', 'correlate'): 7.978e-12,
+    ('im2col', 'input_grad'): 8.083e-12,
+    ('im2col', 'weight_grad'): 7.539e-12,
+    ('shift', 'correlate'): 7.507e-12,
+    ('shift', 'input_grad'): 6.542e-12,
+    ('shift', 'weight_grad'): 9.417e-12,
+    ('winograd', 'correlate'): 9.577e-12,
+    ('winograd', 'input_grad'): 9.813e-12,
+    ('winograd', 'weight_grad'): 9.838e-12,
+    ('winograd2', 'correlate'): 1.042e-11,
+    ('winograd2', 'input_grad'): 1.076e-11,
+    ('winograd2', 'weight_grad'): 9.643e-12,
+}
 _DEFAULT_SECONDS_PER_UNIT = 1 / 2e10  # a GEMM flop at ~20 GFLOP/s: used for unfitted pairs
 
 #: method name -> the module of this package that implements it.
