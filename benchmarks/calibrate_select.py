@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_conv import SUITE, Case
 
-from fc2conv import _padding, _validate
+from fc2conv import ArgumentError, _padding, _validate
 from fc2conv.algorithms import METHODS, implementation, select
 
 STEPS = ("correlate", "input_grad", "weight_grad")
@@ -73,11 +73,12 @@ def measure(case: Case, repeat: int) -> dict:
     for method in METHODS:
         try:
             module = implementation(spec, method)
-        except Exception:  # noqa: BLE001 - unsupported for this layer
+        except ArgumentError:  # unsupported for this layer
             continue
-        calls = {"correlate": lambda: module.correlate(np, x_pad, w, spec, method),
-                 "input_grad": lambda: module.input_grad(np, gy, w, spec, method),
-                 "weight_grad": lambda: module.weight_grad(np, gy, x_pad, spec, method)}
+        calls = {"correlate": lambda m=module, k=method: m.correlate(np, x_pad, w, spec, k),
+                 "input_grad": lambda m=module, k=method: m.input_grad(np, gy, w, spec, k),
+                 "weight_grad": lambda m=module, k=method: m.weight_grad(np, gy, x_pad, spec,
+                                                                         k)}
         for step in STEPS:
             seconds = _time(calls[step], repeat)
             found[method, step] = (seconds, select.work(spec, method, step))
