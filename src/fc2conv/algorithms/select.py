@@ -77,10 +77,7 @@ def work(spec: ConvSpec, method: str, step: str) -> float:
     module = _module(method)
     if module.unsupported(spec, method) is not None:
         return float("inf")
-    try:
-        return float(module.cost(spec, method=method, step=step))
-    except TypeError:  # TEMPORARY while the modules' signatures are unified
-        return float(module.cost(spec, step=step))
+    return float(module.cost(spec, method, step))
 
 
 def _gemm_flops(spec: ConvSpec) -> float:
