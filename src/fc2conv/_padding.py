@@ -101,27 +101,25 @@ def pad(xp: Any, x: Any, pads: tuple[tuple[int, int], ...], mode: str, *,
     ``mode="zeros"`` pads with the constant ``fill`` (max pooling pads with ``-inf``).
     """
     first_axis = x.ndim - len(pads)
+    if mode == "zeros":
+        if not any(b or a for b, a in pads):
+            return x
+        # One filled buffer and one copy into its interior: a concat per axis would copy the
+        # whole array once per padded axis.
+        lead = tuple(x.shape[:first_axis])
+        size = tuple(n + b + a for n, (b, a) in zip(x.shape[first_axis:], pads))
+        out = xp.full(lead + size, fill, dtype=x.dtype, device=array_api_compat.device(x))
+        out[(..., *(slice(b, b + n) for n, (b, _) in zip(x.shape[first_axis:], pads)))] = x
+        return out
     for offset, (before, after) in enumerate(pads):
         if before == 0 and after == 0:
             continue
         axis = first_axis + offset
         n = x.shape[axis]
-        device = array_api_compat.device(x)
-        if mode == "zeros":
-            shape = list(x.shape)
-            parts = []
-            if before:
-                shape[axis] = before
-                parts.append(xp.full(tuple(shape), fill, dtype=x.dtype, device=device))
-            parts.append(x)
-            if after:
-                shape[axis] = after
-                parts.append(xp.full(tuple(shape), fill, dtype=x.dtype, device=device))
-            x = xp.concat(parts, axis=axis)
-        else:
-            # A copy: the cached index is read-only, which torch warns about.
-            idx = xp.asarray(source_index(mode, n, before, after).copy(), device=device)
-            x = xp.take(x, idx, axis=axis)
+        # A copy: the cached index is read-only, which torch warns about.
+        idx = xp.asarray(source_index(mode, n, before, after).copy(),
+                         device=array_api_compat.device(x))
+        x = xp.take(x, idx, axis=axis)
     return x
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .. import _padding, _validate
 from ..algorithms import choose, implementation
 
@@ -152,7 +154,7 @@ def conv_transpose(
     method = choose(spec, "input_grad")
     grad = implementation(spec, method).input_grad(xp, x, w, spec, method)
     y = _padding.pad_vjp(xp, grad, spec.in_size, spec.pads, "zeros")
-    return _add_bias(xp, y, bias)
+    return _add_bias(xp, y, bias, x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +272,7 @@ def _forward(spec: _validate.ConvSpec, x: Any, w: Any, bias: Any, *, flip: bool)
     x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode)
     method = choose(spec, "correlate")
     y = implementation(spec, method).correlate(xp, x_pad, w, spec, method)
-    return _add_bias(xp, y, bias)
+    return _add_bias(xp, y, bias, x)
 
 
 def _backward(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bias: Any, *,
@@ -294,10 +296,14 @@ def _flip(xp: Any, w: Any) -> Any:
     return xp.flip(w, axis=tuple(range(2, w.ndim)))
 
 
-def _add_bias(xp: Any, y: Any, bias: Any) -> Any:
+def _add_bias(xp: Any, y: Any, bias: Any, x: Any) -> Any:
     if bias is None:
         return y
-    return y + xp.reshape(bias, (1, -1) + (1,) * (y.ndim - 2))
+    bias = xp.reshape(bias, (1, -1) + (1,) * (y.ndim - 2))
+    if isinstance(y, np.ndarray) and y.flags.writeable and not np.may_share_memory(y, x):
+        y += bias  # the algorithm's fresh output: no second output-sized array
+        return y
+    return y + bias
 
 
 def _bias_grad(xp: Any, grad_out: Any, bias: Any) -> Any:
