@@ -156,6 +156,7 @@ COPY = 75.0
 ADD = 105.0
 SCATTER = 210.0
 BLOCK_SUM = 360.0
+STRIDED_SOURCE = 1.3
 PER_CALL = 3.0e5
 
 _STEPS = ("correlate", "input_grad", "weight_grad")
@@ -188,7 +189,7 @@ def cost(spec: ConvSpec, method: str = "im2col", step: str = "correlate", *,
                    flat (stride 1):  gemm(min(Cg*K, L), Og, F * Ef/E) + ADD * Ef*C*K
                                      + COPY * E'*(C + 2*O),  Ef = N * (flat index of the
                                      last output + 1) on the padded grid
-                   scatter:          gemm(min(Cg*K, L), Og) + SCATTER * E*C*K + COPY * E'*C
+                   scatter:          gemm(min(Cg*K, L), Og) + 1.3 * SCATTER * E*C*K + COPY * E'*C
                    shift's variant:
                    shift:  gemm(Cg, Og) + SCATTER * E*C*K + COPY * E'*C
         weight_grad, the cheaper of (im2col only; shift runs the second)
@@ -224,7 +225,7 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
             rows, inner = min(cg, og), math.prod(spec.out_size)
         return {"pointwise": _gemm(rows, inner, flops) + PER_CALL * 2 * n}
     shift = method == "shift"
-    per_pos = c if shift else c * kk
+    per_pos = (c + o if step == "correlate" else c) if shift else c * kk
     length = min(_block_positions(spec, per_pos, itemsize, budget, c * kk), e)
     blocks = math.ceil(e / length)
     calls = 2 + (2 * kk if shift else 0)
@@ -240,7 +241,7 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
         out = {}
         for variant in ("shift",) if shift else ("im2col", "shift"):
             one = variant == "shift"
-            per_pos = c if one else c * kk
+            per_pos = (c if one else c * kk) + o
             length = min(_block_positions(spec, per_pos, itemsize, budget, c * kk), e)
             blocks = math.ceil(e / length)
             rate_flops = flops * (og + WEIGHT_N0) / og
@@ -248,7 +249,9 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
                             + COPY * e * (c * kk + o) + BLOCK_SUM * blocks * o * cg * kk
                             + PER_CALL * blocks * (2 + (2 * kk if one else 0)))
         return out
-    scatter = SCATTER * e * c * kk + COPY * e_pad * c + PER_CALL * blocks * (calls + kk)
+    # the scatter variant's adds also read their columns with a stride (one offset of K)
+    scatter = (SCATTER * STRIDED_SOURCE * e * c * kk + COPY * e_pad * c
+               + PER_CALL * blocks * (calls + kk))
     shift_length = min(_block_positions(spec, c, itemsize, budget, c * kk), e)
     per_offset = {"shift": _gemm(cg, og, flops) + SCATTER * e * c * kk + COPY * e_pad * c
                   + PER_CALL * math.ceil(e / shift_length) * (2 + 3 * kk)}
@@ -441,8 +444,8 @@ class _Blocked:
             return y
         wk = self._per_offset_weights(w)
         per_offset = [self._windows(x, offset=offset) for offset in offsets(spec.kernel)]
-        for block in _blocks(n, spec.out_size,
-                             self._cap(spec.in_channels, spec.in_channels * self.kk)):
+        scratch = spec.in_channels + spec.out_channels  # a window and a product
+        for block in _blocks(n, spec.out_size, self._cap(scratch, spec.in_channels * self.kk)):
             out = self._rows(y4, block)
             tmp = workspace("product", out.shape, self.dtype)
             for k, windows in enumerate(per_offset):
@@ -483,7 +486,7 @@ class _Blocked:
         gx5 = gx.reshape(n, g, cg, *spec.padded_size)
         offs = offsets(spec.kernel)
         if variant == "scatter":
-            wt = np.ascontiguousarray(np.reshape(w, (g, og, cg * self.kk)).mT)
+            wt = np.reshape(w, (g, og, cg * self.kk)).mT  # BLAS reads the transpose in place
             for block in _blocks(n, spec.out_size, self._cap(spec.in_channels * self.kk)):
                 gyb = self._rows(gy4, block)
                 gcols = workspace("cols", (*gyb.shape[:2], cg * self.kk, gyb.shape[-1]),
@@ -493,7 +496,7 @@ class _Blocked:
                 for k, offset in enumerate(offs):
                     self._scatter(gx5, block, offset, gk[:, :, :, k])
             return gx
-        wt = np.ascontiguousarray(self._per_offset_weights(w).mT)  # (K, G, Cg, Og)
+        wt = self._per_offset_weights(w).mT  # (K, G, Cg, Og)
         for block in _blocks(n, spec.out_size,
                              self._cap(spec.in_channels, spec.in_channels * self.kk)):
             gyb = self._rows(gy4, block)
@@ -519,7 +522,7 @@ class _Blocked:
         last = sum((m - 1) * f for m, f in zip(spec.out_size, flat)) + 1
         gx = np.zeros((n, spec.in_channels, *size), self.dtype)
         gxf = gx.reshape(n, g, cg, math.prod(size))
-        wt = np.ascontiguousarray(np.reshape(w, (g, og, cg * kk)).mT)
+        wt = np.reshape(w, (g, og, cg * kk)).mT
         inner = tuple(slice(0, m) for m in spec.out_size)
         samples = None
         for n0, n1, _, _, q0, length in _blocks(n, (last,), self._cap(spec.in_channels * kk)):
@@ -594,14 +597,15 @@ class _Blocked:
         spec, g, og, cg, kk = self.spec, self.g, self.og, self.cg, self.kk
         n = spec.batch
         gy4 = np.reshape(grad_out, (n, g, og, self.p))
+        # the sum is kept in the layout of w; the products are added transposed
+        gw = np.zeros((g, og, cg * kk), self.dtype)
         if self.pointwise:
             x4 = np.reshape(x, (n, g, cg, self.p))
-            acc = np.zeros((g, cg, og), self.dtype)
-            part = workspace("product", acc.shape, self.dtype)
+            part = workspace("product", (g, cg, og), self.dtype)
             for i in range(n):
                 np.matmul(x4[i], gy4[i].mT, out=part)
-                np.add(acc, part, out=acc)
-            return np.ascontiguousarray(acc.mT).reshape(spec.out_channels, cg, *spec.kernel)
+                np.add(gw, part.mT, out=gw)
+            return gw.reshape(spec.out_channels, cg, *spec.kernel)
         shift = self.shift
         if not shift:
             variants = _estimates(spec, "im2col", "weight_grad", self.budget,
@@ -609,30 +613,27 @@ class _Blocked:
             shift = (_FORCE_WEIGHT_GRAD or min(variants, key=variants.__getitem__)) == "shift"
         offs = offsets(spec.kernel)
         if shift:
-            acc = np.zeros((kk, g, cg, og), self.dtype)
-            part = workspace("product", acc.shape[1:], self.dtype)
+            gw_k = gw.reshape(g, og, cg, kk)
+            part = workspace("product", (g, cg, og), self.dtype)
             per_offset = [self._windows(x, channel_major=True, offset=o) for o in offs]
-            cap = self._cap(spec.in_channels, spec.in_channels * kk)
+            cap = self._cap(spec.in_channels + spec.out_channels, spec.in_channels * kk)
         else:
-            acc = np.zeros((g, cg * kk, og), self.dtype)
-            part = workspace("product", acc.shape, self.dtype)
+            part = workspace("product", (g, cg * kk, og), self.dtype)
             windows = self._windows(x, channel_major=True)
-            cap = self._cap(spec.in_channels * kk)
+            cap = self._cap(spec.in_channels * kk + spec.out_channels)
         for block in _blocks(n, spec.out_size, cap):
             gyt = self._positions_major(gy4, block)  # (G, Nc * length, Og)
             if not shift:
                 cols = windows.gather("cols", block, self.dtype)
                 np.matmul(cols.reshape(g, cg * kk, gyt.shape[1]), gyt, out=part)
-                np.add(acc, part, out=acc)
+                np.add(gw, part.mT, out=gw)
                 continue
             for k in range(kk):
                 xk = per_offset[k].gather("window", block, self.dtype)
                 _product(xk, gyt, out=part)
-                np.add(acc[k], part, out=acc[k])
-        if shift:  # (K, G, Cg, Og) -> (G, Og, Cg, K)
-            return np.ascontiguousarray(acc.transpose(1, 3, 2, 0)).reshape(
-                spec.out_channels, cg, *spec.kernel)
-        return np.ascontiguousarray(acc.mT).reshape(spec.out_channels, cg, *spec.kernel)
+                target = gw_k[..., k]
+                np.add(target, part.mT, out=target)
+        return gw.reshape(spec.out_channels, cg, *spec.kernel)
 
     def _positions_major(self, gy4: np.ndarray, block) -> np.ndarray:
         """The block's run of ``grad_out`` as ``(G, Nc * length, Og)`` in the scratch
