@@ -381,3 +381,19 @@ def compare(
             f"tol {tol[idx]:.3g}; max rel err {rel:.3g}"
         )
     return rel
+
+
+def weight_grad_oracle(gy, x_pad, kernel, stride, dilation, groups):
+    """``gw[o, c, a] = sum_{n, i} gy[n, o, i] * x_pad[n, g*Cg + c, i*stride + a*dilation]``
+    in float64, one kernel offset at a time."""
+    gy, x_pad = gy.astype(np.float64), x_pad.astype(np.float64)
+    n, c_out, *out = gy.shape
+    cg = x_pad.shape[1] // groups
+    gw = np.zeros((c_out, cg, *kernel))
+    gy_g = gy.reshape(n, groups, c_out // groups, -1)
+    for a in np.ndindex(*kernel):
+        index = tuple(slice(o * d, o * d + s * (m - 1) + 1, s)
+                      for o, s, d, m in zip(a, stride, dilation, out))
+        xs = x_pad[(..., *index)].reshape(n, groups, cg, -1)
+        gw[(..., *a)] = np.einsum("ngop,ngcp->goc", gy_g, xs).reshape(c_out, cg)
+    return gw

@@ -21,7 +21,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from _strategies import DTYPES, compare, groups_and_channels
+from _strategies import DTYPES, compare, groups_and_channels, weight_grad_oracle
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -54,22 +54,6 @@ def _small_blocks(budget=None, input_grad=None, weight_grad=None):
         yield
 
 
-def _weight_grad_oracle(gy, x_pad, kernel, stride, dilation, groups):
-    """``gw[o, c, a] = sum_{n, i} gy[n, o, i] * x_pad[n, g*Cg + c, i*stride + a*dilation]``
-    in float64, one kernel offset at a time."""
-    gy, x_pad = gy.astype(np.float64), x_pad.astype(np.float64)
-    n, c_out, *out = gy.shape
-    cg = x_pad.shape[1] // groups
-    gw = np.zeros((c_out, cg, *kernel))
-    gy_g = gy.reshape(n, groups, c_out // groups, -1)
-    for a in np.ndindex(*kernel):
-        index = tuple(slice(o * d, o * d + s * (m - 1) + 1, s)
-                      for o, s, d, m in zip(a, stride, dilation, out))
-        xs = x_pad[(..., *index)].reshape(n, groups, cg, -1)
-        gw[(..., *a)] = np.einsum("ngop,ngcp->goc", gy_g, xs).reshape(c_out, cg)
-    return gw
-
-
 def _check_module(x_pad, w, stride, dilation, groups, dtype, method, budget=None, seed=0):
     """Forward, input gradient and weight gradient against the oracle, elementwise."""
     spec = _spec(x_pad, w, stride, dilation, groups)
@@ -93,9 +77,9 @@ def _check_module(x_pad, w, stride, dilation, groups, dtype, method, budget=None
 
     gw = gemm.weight_grad(np, gy, x_pad, spec, method, budget=budget)
     assert gw.dtype == dtype and gw.shape == w.shape
-    compare(ORACLE, gw, _weight_grad_oracle(gy, x_pad, kernel, spec.stride, spec.dilation,
+    compare(ORACLE, gw, weight_grad_oracle(gy, x_pad, kernel, spec.stride, spec.dilation,
                                             groups),
-            _weight_grad_oracle(np.abs(gy), np.abs(x_pad), kernel, spec.stride, spec.dilation,
+            weight_grad_oracle(np.abs(gy), np.abs(x_pad), kernel, spec.stride, spec.dilation,
                                 groups),
             y.shape[0] * math.prod(y.shape[2:]) + 1, dtype, what=f"{method} weight_grad")
 
