@@ -22,11 +22,11 @@ import tracemalloc
 import numpy as np
 import pytest
 from _strategies import DTYPES, compare, groups_and_channels, weight_grad_oracle
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fc2conv
-from fc2conv import _validate
+from fc2conv import _threads, _validate
 from fc2conv.algorithms import gemm
 from fc2conv.functional import reference as ref
 
@@ -41,10 +41,15 @@ def _spec(x_pad, w, stride=1, dilation=1, groups=1):
 
 
 @contextlib.contextmanager
-def _small_blocks(budget=None, input_grad=None, weight_grad=None):
+def _small_blocks(budget=None, input_grad=None, weight_grad=None, threads=None):
     """Blocks sized by the budget alone (no cache or amortisation minimum), optionally a
-    module-wide budget and forced variants of the gradients."""
+    module-wide budget, forced variants of the gradients, and ``threads`` worker threads
+    for any layer with enough blocks (else the module's own rule)."""
     with pytest.MonkeyPatch.context() as mp:
+        if threads is not None:
+            mp.setattr(gemm, "fft_workers", lambda: threads)
+            mp.setattr(gemm, "PARALLEL_COLUMNS", 0)
+            mp.setattr(gemm, "PARALLEL_MIN_COLUMNS", 0)
         mp.setattr(gemm, "CACHE_BYTES", 1)
         mp.setattr(gemm, "MIN_BLOCK", 1)
         mp.setattr(gemm, "AMORTIZE", 0)
@@ -167,6 +172,44 @@ def test_im2col_variants_match_reference(rank, input_grad, weight_grad, data,
     budget = per_block * case[0].shape[1] * math.prod(case[1].shape[2:])
     with _small_blocks(budget, input_grad, weight_grad):
         _check_module(*case, method="im2col")
+
+
+@pytest.mark.parametrize(("method", "input_grad", "weight_grad"), [
+    ("shift", None, None), ("im2col", "halo", "im2col"), ("im2col", "scatter", "shift"),
+    ("im2col", "flat", "im2col"), ("im2col", "shift", "shift")])
+@settings(max_examples=15)
+@given(data=st.data(), per_block=st.integers(1, 5), threads=st.integers(2, 3))
+def test_threaded_blocks_match_reference(method, input_grad, weight_grad, data, per_block,
+                                         threads) -> None:
+    """Blocks split over worker threads (BLAS single-threaded meanwhile): every step and
+    variant, including those whose blocks add into overlapping windows (kept per sample)."""
+    case = data.draw(padded_cases(data.draw(st.integers(1, 3), label="rank")), label="case")
+    budget = per_block * case[0].shape[1] * math.prod(case[1].shape[2:]) * threads
+    with _small_blocks(budget, input_grad, weight_grad, threads=threads):
+        _check_module(*case, method=method)
+
+
+def test_threads_only_where_they_pay(monkeypatch) -> None:
+    """Threads for many long blocks with small weights (a 3-D layer), not for short blocks
+    of large weights (256 channels on 14x14) or a layer of one or two blocks; the BLAS
+    thread count is restored after a threaded step."""
+    monkeypatch.setattr(gemm, "fft_workers", lambda: 2)
+
+    def workers(shape, c_out, k):
+        x = np.zeros(shape, np.float32)
+        w = np.zeros((c_out, shape[1]) + (k,) * (len(shape) - 2), np.float32)
+        spec = _spec(x, w)
+        blocked = gemm._Blocked(spec, np.float32, "im2col", None)
+        return blocked._plan(spec.in_channels * math.prod(spec.kernel))[1]
+
+    assert workers((2, 16, 34, 34, 34), 32, 3) == 2
+    assert workers((8, 256, 16, 16), 256, 3) == 1
+    assert workers((1, 3, 10, 10), 4, 3) == 1
+    before = _threads._blas_threads()
+    x = np.random.default_rng(0).standard_normal((2, 16, 34, 34, 34)).astype(np.float32)
+    w = np.ones((32, 16, 3, 3, 3), np.float32)
+    gemm.correlate(np, x, w, _spec(x, w), "im2col")
+    assert _threads._blas_threads() == before
 
 
 @pytest.mark.parametrize("method", METHODS)

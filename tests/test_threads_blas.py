@@ -22,6 +22,14 @@ def test_fft_workers_follow_threadpoolctl_limits_and_stay_single_off_the_main_th
     assert seen == [1]
 
 
+def test_blas_serial_sets_one_thread_and_restores_the_count():
+    before = _threads._blas_threads()
+    with pytest.raises(RuntimeError), _threads.blas_serial():
+        assert _threads._blas_threads() in (1, None)
+        raise RuntimeError  # restored on errors too
+    assert _threads._blas_threads() == before
+
+
 def test_kernel_hint_only_when_avx512_is_left_unused():
     assert "OPENBLAS_CORETYPE=SkylakeX" in _blas.kernel_hint("Zen", {"avx2", "avx512f"})
     assert _blas.kernel_hint("SapphireRapids", {"avx512f"}) is None

@@ -10,11 +10,14 @@ parallelises.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["fft_workers", "usable_cores"]
+__all__ = ["blas_serial", "fft_workers", "pool", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -47,3 +50,37 @@ def _blas_pools() -> tuple:  # type: ignore[type-arg]
     except ImportError:
         return ()
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+@contextlib.contextmanager
+def blas_serial() -> Iterator[None]:
+    """NumPy's BLAS on one thread within the block, restored after.
+
+    For fc2conv's own worker threads that each make BLAS calls: cutting the work into blocks
+    and running one single-threaded BLAS call per core also spreads the NumPy copies and
+    adds around the calls over the cores, where a two-thread BLAS call leaves them on one.
+    The setting is process-wide (OpenBLAS has no per-thread one): other threads calling BLAS
+    meanwhile also get one thread.
+    """
+    pools = _blas_pools()
+    before = [pool.num_threads for pool in pools]
+    try:
+        for pool in pools:
+            pool.set_num_threads(1)
+        yield
+    finally:
+        for pool, threads in zip(pools, before):
+            pool.set_num_threads(threads)
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def pool() -> ThreadPoolExecutor:
+    """fc2conv's worker threads (one per usable core, at least 2), made on first use."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max(2, usable_cores()), thread_name_prefix="fc2conv")
+        return _POOL

@@ -49,15 +49,13 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
-from .._threads import fft_workers, usable_cores
+from .._threads import fft_workers, pool
 from .._validate import ConvSpec
 from .._windows import offsets, window
 
@@ -288,7 +286,7 @@ class Engine:
         keys: dict[tuple[int, int], int] = {}
         for b in blocks:  # the slabs of one (image, group) stay on one thread
             parts[keys.setdefault((b.n0, b.g0), len(keys)) % workers].append(b)
-        return list(_pool().map(work, parts))
+        return list(pool().map(work, parts))
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -549,18 +547,6 @@ def scratch_buffer(store: dict, name: str, shape: tuple[int, ...], dtype: Any,
     if buf is None or buf.size < size:
         buf = store[name] = (np.zeros if zero else np.empty)(size, dtype=dtype)
     return buf[:size].reshape(shape)
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max(2, usable_cores()), thread_name_prefix="fc2conv")
-        return _POOL
 
 
 # ---------------------------------------------------------------------------------------------

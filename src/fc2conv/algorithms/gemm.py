@@ -59,6 +59,7 @@ import array_api_compat
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .._threads import blas_serial, fft_workers, pool
 from .._validate import ConvSpec
 from .._windows import offsets, window
 
@@ -83,7 +84,7 @@ __all__ = [
 COLUMN_BUDGET: int | None = None
 #: Target size of one block's scratch, near a core's L2 cache (1.25 MiB on the reference
 #: machine; 2 MiB measured best there with two BLAS threads, 1 MiB with one).
-CACHE_BYTES = 2 << 20
+CACHE_BYTES = 8 << 20
 #: Blocks are never made shorter than this many positions for the cache alone (only the
 #: budget may make them shorter): GEMMs with fewer columns run well below the BLAS peak.
 MIN_BLOCK = 256
@@ -92,6 +93,13 @@ MIN_BLOCK = 256
 AMORTIZE = 4
 #: The most scratch memory one thread keeps between calls.
 WORKSPACE_BYTES = 64 << 20
+#: Run the blocks of a step on ``fft_workers()`` threads (one single-threaded BLAS call per
+#: block and thread) where :meth:`_Blocked._plan` finds it pays.
+PARALLEL = True
+#: Threads are used when a block's columns are at least this many times the weights.
+PARALLEL_COLUMNS = 4
+#: ... and at least this many elements (smaller blocks make small, slow products).
+PARALLEL_MIN_COLUMNS = 1 << 18
 
 
 def unsupported(spec: ConvSpec, method: str) -> str | None:
@@ -405,6 +413,50 @@ class _Blocked:
         return _block_positions(self.spec, per_position, self.dtype.itemsize, self.budget,
                                 reads)
 
+    def _plan(self, per_position: int, reads: int | None = None,
+              out: tuple[int, ...] | None = None) -> tuple[list, int]:
+        """The blocks of a step and how many threads run them (see :meth:`_run`).
+
+        Threaded, each of ``w`` threads holds a block of the budget's ``1/w``, so the scratch
+        stays within the budget. Threads are used when there are at least two blocks per
+        thread and a block's columns are :data:`PARALLEL_COLUMNS` times the weights and
+        :data:`PARALLEL_MIN_COLUMNS` elements or more (then the copies around the products are much of the time; with large weights and
+        short blocks, as for 256 channels on 14x14, one two-thread product per block is
+        faster)."""
+        spec = self.spec
+        out = spec.out_size if out is None else out
+        reads = per_position if reads is None else reads
+        workers = fft_workers() if PARALLEL else 1
+        if workers > 1:
+            cap = _block_positions(spec, per_position, self.dtype.itemsize,
+                                   self.budget // workers, reads)
+            blocks = list(_blocks(spec.batch, out, cap))
+            weights = spec.out_channels * self.cg * self.kk
+            columns = cap * reads
+            if (len(blocks) >= 2 * workers and columns >= PARALLEL_COLUMNS * weights
+                    and columns >= PARALLEL_MIN_COLUMNS):
+                return blocks, workers
+        return list(_blocks(spec.batch, out, self._cap(per_position, reads))), 1
+
+    @staticmethod
+    def _run(work: Any, blocks: list, workers: int, by_samples: bool = False) -> list:
+        """``work(blocks)`` for all blocks: on the calling thread, or split over ``workers``
+        threads with BLAS single-threaded. ``by_samples``: blocks of the same samples stay
+        on one thread (steps whose blocks add into overlapping parts of the result)."""
+        if workers > 1 and by_samples:
+            keys: dict = {}
+            parts: list[list] = [[] for _ in range(workers)]
+            for block in blocks:
+                parts[keys.setdefault(block[:2], len(keys)) % workers].append(block)
+            if len(keys) < workers:
+                workers = 1
+        elif workers > 1:
+            parts = [blocks[i::workers] for i in range(workers)]
+        if workers <= 1:
+            return [work(blocks)]
+        with blas_serial():
+            return list(pool().map(work, parts))
+
     def _windows(self, x: np.ndarray, *, channel_major: bool = False,
                  offset: tuple[int, ...] | None = None, stride: tuple[int, ...] | None = None,
                  size: tuple[int, ...] | None = None) -> _Windows:
@@ -437,24 +489,32 @@ class _Blocked:
         if not self.shift:
             wg = np.ascontiguousarray(np.reshape(w, (g, og, cg * self.kk)))
             windows = self._windows(x)
-            for block in _blocks(n, spec.out_size, self._cap(spec.in_channels * self.kk)):
-                cols = windows.gather("cols", block, self.dtype)
-                cols = cols.reshape(*cols.shape[:2], cg * self.kk, cols.shape[-1])
-                np.matmul(wg, cols, out=self._rows(y4, block))
+
+            def columns(blocks: list) -> None:
+                for block in blocks:
+                    cols = windows.gather("cols", block, self.dtype)
+                    cols = cols.reshape(*cols.shape[:2], cg * self.kk, cols.shape[-1])
+                    np.matmul(wg, cols, out=self._rows(y4, block))
+
+            self._run(columns, *self._plan(spec.in_channels * self.kk))
             return y
         wk = self._per_offset_weights(w)
         per_offset = [self._windows(x, offset=offset) for offset in offsets(spec.kernel)]
+
+        def shifted(blocks: list) -> None:
+            for block in blocks:
+                out = self._rows(y4, block)
+                tmp = workspace("product", out.shape, self.dtype)
+                for k, windows in enumerate(per_offset):
+                    # gathered even for depthwise: a multiply over long contiguous rows beats
+                    # one reading the strided window (NumPy's per-row cost)
+                    xk = windows.gather("window", block, self.dtype)
+                    _product(wk[k], xk, out=out if k == 0 else tmp)
+                    if k:
+                        np.add(out, tmp, out=out)
+
         scratch = spec.in_channels + spec.out_channels  # a window and a product
-        for block in _blocks(n, spec.out_size, self._cap(scratch, spec.in_channels * self.kk)):
-            out = self._rows(y4, block)
-            tmp = workspace("product", out.shape, self.dtype)
-            for k, windows in enumerate(per_offset):
-                # gathered even for depthwise: a multiply over long contiguous rows beats one
-                # reading the strided window (NumPy's per-row cost)
-                xk = windows.gather("window", block, self.dtype)
-                _product(wk[k], xk, out=out if k == 0 else tmp)
-                if k:
-                    np.add(out, tmp, out=out)
+        self._run(shifted, *self._plan(scratch, spec.in_channels * self.kk))
         return y
 
     # -- input gradient ---------------------------------------------------------------------
@@ -485,25 +545,34 @@ class _Blocked:
         gx = np.zeros((n, spec.in_channels, *spec.padded_size), self.dtype)
         gx5 = gx.reshape(n, g, cg, *spec.padded_size)
         offs = offsets(spec.kernel)
+        # blocks of the same samples add into overlapping windows: one thread each
         if variant == "scatter":
             wt = np.reshape(w, (g, og, cg * self.kk)).mT  # BLAS reads the transpose in place
-            for block in _blocks(n, spec.out_size, self._cap(spec.in_channels * self.kk)):
-                gyb = self._rows(gy4, block)
-                gcols = workspace("cols", (*gyb.shape[:2], cg * self.kk, gyb.shape[-1]),
-                                  self.dtype)
-                np.matmul(wt, gyb, out=gcols)
-                gk = gcols.reshape(*gyb.shape[:2], cg, self.kk, *block[3])
-                for k, offset in enumerate(offs):
-                    self._scatter(gx5, block, offset, gk[:, :, :, k])
+
+            def scatter(blocks: list) -> None:
+                for block in blocks:
+                    gyb = self._rows(gy4, block)
+                    gcols = workspace("cols", (*gyb.shape[:2], cg * self.kk, gyb.shape[-1]),
+                                      self.dtype)
+                    np.matmul(wt, gyb, out=gcols)
+                    gk = gcols.reshape(*gyb.shape[:2], cg, self.kk, *block[3])
+                    for k, offset in enumerate(offs):
+                        self._scatter(gx5, block, offset, gk[:, :, :, k])
+
+            self._run(scatter, *self._plan(spec.in_channels * self.kk), by_samples=True)
             return gx
         wt = self._per_offset_weights(w).mT  # (K, G, Cg, Og)
-        for block in _blocks(n, spec.out_size,
-                             self._cap(spec.in_channels, spec.in_channels * self.kk)):
-            gyb = self._rows(gy4, block)
-            tmp = workspace("window", (*gyb.shape[:2], cg, gyb.shape[-1]), self.dtype)
-            for k, offset in enumerate(offs):
-                _product(wt[k], gyb, out=tmp)
-                self._scatter(gx5, block, offset, tmp.reshape(*tmp.shape[:3], *block[3]))
+
+        def shifted(blocks: list) -> None:
+            for block in blocks:
+                gyb = self._rows(gy4, block)
+                tmp = workspace("window", (*gyb.shape[:2], cg, gyb.shape[-1]), self.dtype)
+                for k, offset in enumerate(offs):
+                    _product(wt[k], gyb, out=tmp)
+                    self._scatter(gx5, block, offset, tmp.reshape(*tmp.shape[:3], *block[3]))
+
+        self._run(shifted, *self._plan(spec.in_channels, spec.in_channels * self.kk),
+                  by_samples=True)
         return gx
 
     def _input_grad_flat(self, grad_out: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -524,20 +593,24 @@ class _Blocked:
         gxf = gx.reshape(n, g, cg, math.prod(size))
         wt = np.reshape(w, (g, og, cg * kk)).mT
         inner = tuple(slice(0, m) for m in spec.out_size)
-        samples = None
-        for n0, n1, _, _, q0, length in _blocks(n, (last,), self._cap(spec.in_channels * kk)):
-            if samples != (n0, n1):
-                samples = (n0, n1)
-                emb = workspace("halo", (n1 - n0, spec.out_channels, *size), self.dtype)
-                emb.fill(0)
-                np.copyto(emb[(Ellipsis, *inner)], grad_out[n0:n1])
-                embf = emb.reshape(n1 - n0, g, og, -1)
-            gcols = workspace("cols", (n1 - n0, g, cg * kk, length), self.dtype)
-            np.matmul(wt, embf[..., q0:q0 + length], out=gcols)
-            gk = gcols.reshape(n1 - n0, g, cg, kk, length)
-            for k, off in enumerate(offs):
-                target = gxf[n0:n1, :, :, q0 + off:q0 + off + length]
-                np.add(target, gk[:, :, :, k], out=target)
+
+        def flat_blocks(blocks: list) -> None:
+            samples = None
+            for n0, n1, _, _, q0, length in blocks:
+                if samples != (n0, n1):
+                    samples = (n0, n1)
+                    emb = workspace("halo", (n1 - n0, spec.out_channels, *size), self.dtype)
+                    emb.fill(0)
+                    np.copyto(emb[(Ellipsis, *inner)], grad_out[n0:n1])
+                    embf = emb.reshape(n1 - n0, g, og, -1)
+                gcols = workspace("cols", (n1 - n0, g, cg * kk, length), self.dtype)
+                np.matmul(wt, embf[..., q0:q0 + length], out=gcols)
+                gk = gcols.reshape(n1 - n0, g, cg, kk, length)
+                for k, off in enumerate(offs):
+                    target = gxf[n0:n1, :, :, q0 + off:q0 + off + length]
+                    np.add(target, gk[:, :, :, k], out=target)
+
+        self._run(flat_blocks, *self._plan(spec.in_channels * kk, out=(last,)), by_samples=True)
         return gx
 
     def _input_grad_halo(self, grad_out: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -556,18 +629,24 @@ class _Blocked:
         ones = (1,) * nd
         ext_size = tuple(s + r for s, r in zip(size, reach))
         inner = tuple(slice(r, r + m) for r, m in zip(reach, spec.out_size))
-        samples = None
-        for block in _blocks(n, size, self._cap(spec.out_channels * kk)):
-            n0, n1, start, extent, pos0, length = block
-            if samples != (n0, n1):
-                samples = (n0, n1)
-                ext = workspace("halo", (n1 - n0, spec.out_channels, *ext_size), self.dtype)
-                _zero_outside(ext, inner)
-                np.copyto(ext[(Ellipsis, *inner)], grad_out[n0:n1])
-                windows = self._windows(ext, stride=ones, size=size)
-            cols = windows.gather("cols", (0, n1 - n0, start, extent, 0, length), self.dtype)
-            cols = cols.reshape(n1 - n0, g, og * kk, length)
-            np.matmul(wt, cols, out=gx4[n0:n1, :, :, pos0:pos0 + length])
+
+        def halo_blocks(blocks: list) -> None:
+            samples = None
+            for n0, n1, start, extent, pos0, length in blocks:
+                if samples != (n0, n1):
+                    samples = (n0, n1)
+                    ext = workspace("halo", (n1 - n0, spec.out_channels, *ext_size),
+                                    self.dtype)
+                    _zero_outside(ext, inner)
+                    np.copyto(ext[(Ellipsis, *inner)], grad_out[n0:n1])
+                    windows = self._windows(ext, stride=ones, size=size)
+                cols = windows.gather("cols", (0, n1 - n0, start, extent, 0, length),
+                                      self.dtype)
+                cols = cols.reshape(n1 - n0, g, og * kk, length)
+                np.matmul(wt, cols, out=gx4[n0:n1, :, :, pos0:pos0 + length])
+
+        # (by samples only so that each thread builds the halo of its own samples)
+        self._run(halo_blocks, *self._plan(spec.out_channels * kk, out=size), by_samples=True)
         return gx
 
     def _scatter(self, gx5: np.ndarray, block, offset: tuple[int, ...],
@@ -613,26 +692,32 @@ class _Blocked:
             shift = (_FORCE_WEIGHT_GRAD or min(variants, key=variants.__getitem__)) == "shift"
         offs = offsets(spec.kernel)
         if shift:
-            gw_k = gw.reshape(g, og, cg, kk)
-            part = workspace("product", (g, cg, og), self.dtype)
             per_offset = [self._windows(x, channel_major=True, offset=o) for o in offs]
-            cap = self._cap(spec.in_channels + spec.out_channels, spec.in_channels * kk)
+            plan = self._plan(spec.in_channels + spec.out_channels, spec.in_channels * kk)
         else:
-            part = workspace("product", (g, cg * kk, og), self.dtype)
             windows = self._windows(x, channel_major=True)
-            cap = self._cap(spec.in_channels * kk + spec.out_channels)
-        for block in _blocks(n, spec.out_size, cap):
-            gyt = self._positions_major(gy4, block)  # (G, Nc * length, Og)
-            if not shift:
-                cols = windows.gather("cols", block, self.dtype)
-                np.matmul(cols.reshape(g, cg * kk, gyt.shape[1]), gyt, out=part)
-                np.add(gw, part.mT, out=gw)
-                continue
-            for k in range(kk):
-                xk = per_offset[k].gather("window", block, self.dtype)
-                _product(xk, gyt, out=part)
-                target = gw_k[..., k]
-                np.add(target, part.mT, out=target)
+            plan = self._plan(spec.in_channels * kk + spec.out_channels)
+
+        def accumulate(blocks: list) -> np.ndarray:
+            total = np.zeros((g, og, cg * kk), self.dtype)
+            total_k = total.reshape(g, og, cg, kk)
+            part = workspace("product", (g, cg, og) if shift else (g, cg * kk, og),
+                             self.dtype)
+            for block in blocks:
+                gyt = self._positions_major(gy4, block)  # (G, Nc * length, Og)
+                if not shift:
+                    cols = windows.gather("cols", block, self.dtype)
+                    np.matmul(cols.reshape(g, cg * kk, gyt.shape[1]), gyt, out=part)
+                    np.add(total, part.mT, out=total)
+                    continue
+                for k in range(kk):
+                    xk = per_offset[k].gather("window", block, self.dtype)
+                    _product(xk, gyt, out=part)
+                    target = total_k[..., k]
+                    np.add(target, part.mT, out=target)
+            return total
+
+        gw = sum(self._run(accumulate, *plan))
         return gw.reshape(spec.out_channels, cg, *spec.kernel)
 
     def _positions_major(self, gy4: np.ndarray, block) -> np.ndarray:
