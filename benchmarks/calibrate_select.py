@@ -1,14 +1,16 @@
 """Measure the constants of ``method="auto"``'s cost model (fc2conv/algorithms/select.py).
 
-Every algorithm module estimates the work of a step (``cost(spec, method, step)``, in its own
-units); ``select.SECONDS_PER_UNIT[method, step]`` turns that into seconds. This script times
+Every algorithm module estimates the work of a step in parts (``terms(spec, method, step)``);
+``select.SECONDS_PER_UNIT[method, step]`` turns each part into seconds. This script times
 every method on every step of a set of layers (the DESIGN.md suite, smaller variants of it and
-the image filters), fits each constant as the geometric mean of time / cost, and reports for
+the image filters), fits the seconds per unit of each part of the estimated work (:func:`fit`), and reports for
 every layer the fastest method, what ``auto`` picks with the fitted constants, and how much
 slower that pick is (the target: within 10 % everywhere).
 
     python benchmarks/calibrate_select.py                 # fit and report, ~5 min on 2 cores
     python benchmarks/calibrate_select.py --check         # report with select.py's constants
+    python benchmarks/calibrate_select.py --save t.json   # ... and keep the timings
+    python benchmarks/calibrate_select.py --load t.json   # fit saved timings again
 
 Run it on a quiet machine: the constants are ratios of times.
 """
@@ -16,6 +18,7 @@ Run it on a quiet machine: the constants are ratios of times.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import optimize
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -59,7 +63,7 @@ def _time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def measure(case: Case, repeat: int) -> dict:
+def _layer(case: Case):
     rng = np.random.default_rng(0)
     nd = len(case.size)
     x = rng.standard_normal((case.n, case.c_in, *case.size), dtype=np.float32)
@@ -67,6 +71,28 @@ def measure(case: Case, repeat: int) -> dict:
                             dtype=np.float32)
     spec = _validate.conv_spec(x, w, None, stride=case.stride, padding=case.padding,
                                dilation=1, groups=case.groups, padding_mode="zeros")
+    return rng, x, w, spec
+
+
+def load(path: str, cases: list[Case]) -> list[dict]:
+    """Timings saved by ``--save`` (the work's parts are recomputed: the formulas may have
+    changed since)."""
+    saved = json.loads(Path(path).read_text())
+    results = []
+    for case in cases:
+        if case.name not in saved:
+            continue
+        spec = _layer(case)[3]
+        found = {}
+        for key, seconds in saved[case.name].items():
+            method, step = key.split("/")
+            found[method, step] = (seconds, select.parts(spec, method, step))
+        results.append({"case": case, "spec": spec, "found": found})
+    return results
+
+
+def measure(case: Case, repeat: int) -> dict:
+    rng, x, w, spec = _layer(case)
     x_pad = _padding.pad(np, x, spec.pads, "zeros")
     gy = rng.standard_normal(spec.output_shape, dtype=np.float32)
     found = {}
@@ -81,17 +107,35 @@ def measure(case: Case, repeat: int) -> dict:
                                                                          k)}
         for step in STEPS:
             seconds = _time(calls[step], repeat)
-            found[method, step] = (seconds, select.work(spec, method, step))
+            found[method, step] = (seconds, select.parts(spec, method, step))
     return {"case": case, "spec": spec, "found": found}
 
 
+#: How strongly each part's constant is pulled towards the common one of its step (a
+#: ridge on the ratio, in units of the relative error of one layer).
+PULL = 0.05
+
+
 def fit(results: list[dict]) -> dict:
-    logs: dict = {}
+    """Per ``(method, step)``: the seconds per unit of each part of the work. First one
+    common constant (the geometric mean of time / total work), then a ratio ``u >= 0`` per
+    part minimising ``sum_layers (predicted / measured - 1)^2 + PULL^2 * sum_parts (u - 1)^2``
+    (non-negative least squares)."""
+    rows: dict = {}
     for result in results:
-        for key, (seconds, units) in result["found"].items():
-            if units > 0:
-                logs.setdefault(key, []).append(math.log(seconds / units))
-    return {key: math.exp(statistics.mean(values)) for key, values in logs.items()}
+        for key, (seconds, parts) in result["found"].items():
+            if parts and 0 < sum(parts.values()) < math.inf:
+                rows.setdefault(key, []).append((seconds, parts))
+    constants = {}
+    for key, samples in rows.items():
+        common = math.exp(statistics.mean(math.log(t / sum(p.values())) for t, p in samples))
+        names = sorted({name for _, p in samples for name in p})
+        a = np.array([[common * p.get(name, 0.0) / t for name in names] for t, p in samples])
+        a = np.vstack([a, PULL * np.eye(len(names))])
+        b = np.concatenate([np.ones(len(samples)), PULL * np.ones(len(names))])
+        ratios, _ = optimize.nnls(a, b)
+        constants[key] = {name: common * float(u) for name, u in zip(names, ratios)}
+    return constants
 
 
 def report(results: list[dict], constants: dict) -> float:
@@ -102,8 +146,9 @@ def report(results: list[dict], constants: dict) -> float:
         for step in STEPS:
             timed = {m: t for (m, s), (t, _) in result["found"].items() if s == step}
             best = min(timed, key=timed.get)
-            estimates = {m: constants.get((m, step), math.inf) * result["found"][m, step][1]
-                         for m in timed}
+            candidates = [m for m in timed if m in select.candidates(result["spec"])]
+            estimates = {m: select.predict(result["spec"], m, step, constants)
+                         for m in candidates}
             pick = min(estimates, key=estimates.get)
             slower = timed[pick] / timed[best]
             worst = max(worst, slower)
@@ -120,17 +165,27 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="report with select.py's constants instead of fitting new ones")
     parser.add_argument("--cases", nargs="*", help="case names (default: all)")
+    parser.add_argument("--save", help="write the timings to this JSON file")
+    parser.add_argument("--load", help="fit timings saved by --save instead of measuring")
     args = parser.parse_args(argv)
     cases = [c for c in SUITE + EXTRA if not args.cases or c.name in args.cases]
-    results = []
-    for case in cases:
-        results.append(measure(case, args.repeat))
-        print(f"measured {case.name}", file=sys.stderr, flush=True)
+    if args.load:
+        results = load(args.load, cases)
+    else:
+        results = []
+        for case in cases:
+            results.append(measure(case, args.repeat))
+            print(f"measured {case.name}", file=sys.stderr, flush=True)
+    if args.save:
+        Path(args.save).write_text(json.dumps(
+            {r["case"].name: {f"{m}/{s}": t for (m, s), (t, _) in r["found"].items()}
+             for r in results}, indent=1))
     constants = dict(select.SECONDS_PER_UNIT) if args.check else fit(results)
     if not args.check:
-        print("SECONDS_PER_UNIT = {")
-        for (method, step), value in sorted(constants.items()):
-            print(f"    ({method!r}, {step!r}): {value:.3e},")
+        print("SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {")
+        for (method, step), per_part in sorted(constants.items()):
+            inner = ", ".join(f"{name!r}: {value:.3e}" for name, value in per_part.items())
+            print(f"    ({method!r}, {step!r}): {{{inner}}},")
         print("}")
     report(results, constants)
     return 0

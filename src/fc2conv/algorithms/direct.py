@@ -64,6 +64,7 @@ __all__ = [
     "correlate",
     "cost",
     "input_grad",
+    "terms",
     "unsupported",
     "weight_grad",
 ]
@@ -99,6 +100,11 @@ def unsupported(spec: ConvSpec, method: str) -> str | None:
 
 
 def cost(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> float:
+    """The sum of :func:`terms`."""
+    return sum(terms(spec, method, step).values())
+
+
+def terms(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> dict[str, float]:
     """Estimated time of one step (``"correlate"``, ``"input_grad"``, ``"weight_grad"``) in
     GEMM-flop units (one unit = 1/20 ns, a BLAS flop at 20 GFLOP/s), comparable with
     ``2 * N * prod(S_out) * C_out * C_in/G * prod(K)`` for a GEMM correlation.
@@ -111,6 +117,8 @@ def cost(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> flo
         + GATHER * N * C_in * prod(S_pad)                # stride > 1: phase gather or fold
         + PER_CALL * blocks * K * (2, or 1 for weight_grad)   # NumPy calls
 
+    returned in its parts ``passes``, ``gathers`` and ``calls`` (what
+    ``benchmarks/calibrate_select.py`` fits a time per unit to)
     with ``per_offset`` = ``og * (cg + 1)`` (correlate: multiply or matmul, then add),
     ``cg * (og + 1)`` (input_grad) or ``og * cg`` (weight_grad: one dot product), and
     ``copies`` = 1, 2, 1 (cropping the grid, laying ``grad_out`` on it). The weights were
@@ -127,8 +135,8 @@ def cost(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> flo
     copies = 2 if step == "input_grad" else 1
     gathers = 0 if plan.unit else spec.batch * spec.in_channels * math.prod(spec.padded_size)
     calls = len(eng.blocks) * taps * (1 if step == "weight_grad" else 2)
-    return (PASS * (taps * per_offset + copies * og) * grid + GATHER * gathers
-            + PER_CALL * calls)
+    return {"passes": PASS * (taps * per_offset + copies * og) * grid,
+            "gathers": GATHER * gathers, "calls": PER_CALL * calls}
 
 
 def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:

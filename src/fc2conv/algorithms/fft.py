@@ -56,7 +56,7 @@ import threadpoolctl
 from .._threads import fft_workers
 from .._validate import ConvSpec
 
-__all__ = ["correlate", "cost", "input_grad", "unsupported", "weight_grad"]
+__all__ = ["correlate", "cost", "input_grad", "terms", "unsupported", "weight_grad"]
 
 STEPS = ("correlate", "input_grad", "weight_grad")
 # Smallest tile length considered: shorter transforms are dominated by per-call overhead.
@@ -110,6 +110,11 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str)
 
 
 def cost(spec: ConvSpec, method: str = "fft", step: str = "correlate") -> float:
+    """The sum of :func:`terms`."""
+    return sum(terms(spec, method, step).values())
+
+
+def terms(spec: ConvSpec, method: str = "fft", step: str = "correlate") -> dict[str, float]:
     """Estimated time of one step (``"correlate"``, ``"input_grad"``, ``"weight_grad"``), in
     GEMM-flop equivalents: about seconds times 1.7e10 (within ~2x) on the 2-core reference
     machine, the rate at which a well-shaped GEMM correlation runs its
@@ -126,7 +131,9 @@ def cost(spec: ConvSpec, method: str = "fft", step: str = "correlate") -> float:
 
     (``2.5 n log2 n`` flops per real transform, ``n/2`` complex frequencies of 8 flops per
     multiply-add; the last term only where both C_in/G and C_out/G exceed 1). The gradients
-    are the same transforms with the channel roles permuted.
+    are the same transforms with the channel roles permuted. Returned in its four parts
+    (``transforms``, ``mix``, ``copies``, ``products``), to which
+    ``benchmarks/calibrate_select.py`` fits a time per unit each.
     """
     if method in STEPS:
         method, step = step, method
@@ -183,19 +190,20 @@ def _plan(out_size: tuple[int, ...], span: tuple[int, ...], batch: int, c_in: in
         options.append(sorted(axis))
     groups = c_in // c_group
     return min(itertools.product(*options),
-               key=lambda p: _work(p, batch, c_in, c_out, c_group, groups))
+               key=lambda p: sum(_work(p, batch, c_in, c_out, c_group, groups).values()))
 
 
 def _work(plan: tuple[tuple[int, int, int], ...], batch: int, c_in: int, c_out: int,
-          c_group: int, groups: int) -> float:
-    """The cost formula of :func:`cost` for one plan."""
+          c_group: int, groups: int) -> dict[str, float]:
+    """The cost formula of :func:`terms` for one plan."""
     size = math.prod(length for _, _, length in plan)
     samples = math.prod(t for t, _, _ in plan) * size  # per image-channel, tiles included
     data = batch * (c_in + c_out) * samples
     ffts = 2.5 * math.log2(max(size, 2)) * (data + c_out * c_group * size)
     products = groups * size / 2 if min(c_group, c_out // groups) > 1 else 0.0
-    return (FFT_FLOP * ffts + MIX_FLOP * 4 * batch * c_out * c_group * samples + COPY * data
-            + PRODUCT * products)
+    return {"transforms": FFT_FLOP * ffts,
+            "mix": MIX_FLOP * 4 * batch * c_out * c_group * samples,
+            "copies": COPY * data, "products": PRODUCT * products}
 
 
 def _span(spec: ConvSpec) -> tuple[int, ...]:

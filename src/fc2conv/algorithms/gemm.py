@@ -72,6 +72,7 @@ __all__ = [
     "correlate",
     "cost",
     "input_grad",
+    "terms",
     "unsupported",
     "weight_grad",
     "workspace",
@@ -206,6 +207,11 @@ def cost(spec: ConvSpec, method: str = "im2col", step: str = "correlate", *,
                    with F' = F * (Og + WEIGHT_N0) / Og (products with Og columns)
         all:       + PER_CALL * B * (calls per block: 2, plus K for the scatter or shift)
 
+    The terms other than ``gemm`` and ``PER_CALL`` (passes over memory: copies, adds,
+    scatters) are divided by the threads the step runs on (:meth:`_Blocked._plan`): a
+    threaded step runs them on every core, a serial one on one core beside a multi-threaded
+    BLAS.
+
     A 1x1 kernel at stride 1 costs only ``gemm(Og, Cg)`` (``gemm(Cg, Og)`` for the input
     gradient): it reads the input in place. The blocked loop only runs on NumPy arrays; other
     namespaces run the portable path, for which this is a rough guide.
@@ -216,12 +222,31 @@ def cost(spec: ConvSpec, method: str = "im2col", step: str = "correlate", *,
         raise ValueError(f"gemm.cost: unknown method {method!r}")
     if step not in _STEPS:
         raise ValueError(f"gemm.cost: unknown step {step!r}")
-    return min(_estimates(spec, method, step, column_budget(spec, budget), 4).values())
+    return sum(terms(spec, method, step, budget=budget).values())
+
+
+def terms(spec: ConvSpec, method: str = "im2col", step: str = "correlate", *,
+          budget: int | None = None) -> dict[str, float]:
+    """:func:`cost` in its parts: ``products`` (the ``gemm`` terms), ``passes`` (copies, adds
+    and scatters) and ``calls`` (``PER_CALL``), of the cheapest variant of the step; what
+    ``benchmarks/calibrate_select.py`` fits a time per unit to."""
+    if method in _STEPS:
+        method, step = step, method
+    variants = _estimates(spec, method, step, column_budget(spec, budget), 4)
+    return variants[_cheapest(variants)]
+
+
+def _terms(products: float, passes: float, calls: float) -> dict[str, float]:
+    return {"products": products, "passes": passes, "calls": calls}
+
+
+def _cheapest(variants: dict[str, dict[str, float]]) -> str:
+    return min(variants, key=lambda name: sum(variants[name].values()))
 
 
 def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
-               itemsize: int) -> dict[str, float]:
-    """:func:`cost` per variant of the step (im2col has several for the gradients)."""
+               itemsize: int) -> dict[str, dict[str, float]]:
+    """:func:`terms` per variant of the step (im2col has several for the gradients)."""
     n, c, o, g = spec.batch, spec.in_channels, spec.out_channels, spec.groups
     cg, og, kk = c // g, o // g, math.prod(spec.kernel)
     e = n * math.prod(spec.out_size)
@@ -231,19 +256,28 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
         rows, inner = (cg, og) if step == "input_grad" else (og, cg)
         if step == "weight_grad":
             rows, inner = min(cg, og), math.prod(spec.out_size)
-        return {"pointwise": _gemm(rows, inner, flops) + PER_CALL * 2 * n}
+        return {"pointwise": _terms(_gemm(rows, inner, flops), 0.0, PER_CALL * 2 * n)}
+
+    def split(per_pos: int, reads: int, positions: int, by_samples: bool = False) -> int:
+        """Threads :meth:`_Blocked._plan` would use: the passes over memory around the
+        products (copies, adds, scatters) are divided by it."""
+        return _workers(spec, per_pos, reads, positions, budget, itemsize,
+                        by_samples and n < 2)
+
     shift = method == "shift"
     per_pos = (c + o if step == "correlate" else c) if shift else c * kk
     length = min(_block_positions(spec, per_pos, itemsize, budget, c * kk), e)
     blocks = math.ceil(e / length)
     calls = 2 + (2 * kk if shift else 0)
     if step == "correlate":
-        total = COPY * e * c * kk
+        passes = COPY * e * c * kk
         if shift:
-            total += _gemm(og, cg, flops) + ADD * (kk - 1) * e * o
+            products = _gemm(og, cg, flops)
+            passes += ADD * (kk - 1) * e * o
         else:
-            total += _gemm(og, cg * kk, flops)
-        return {method: total + PER_CALL * blocks * calls}
+            products = _gemm(og, cg * kk, flops)
+        return {method: _terms(products, passes / split(per_pos, c * kk, e),
+                               PER_CALL * blocks * calls)}
     if step == "weight_grad":
         # (Cg*K, L) @ (L, Og) per block; the product is written and added to the sum
         out = {}
@@ -253,32 +287,54 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
             length = min(_block_positions(spec, per_pos, itemsize, budget, c * kk), e)
             blocks = math.ceil(e / length)
             rate_flops = flops * (og + WEIGHT_N0) / og
-            out[variant] = (_gemm(cg if one else cg * kk, length, rate_flops)
-                            + COPY * e * (c * kk + o) + BLOCK_SUM * blocks * o * cg * kk
-                            + PER_CALL * blocks * (2 + (2 * kk if one else 0)))
+            passes = COPY * e * (c * kk + o) + BLOCK_SUM * blocks * o * cg * kk
+            out[variant] = _terms(_gemm(cg if one else cg * kk, length, rate_flops),
+                                  passes / split(per_pos, c * kk, e),
+                                  PER_CALL * blocks * (2 + (2 * kk if one else 0)))
         return out
-    # the scatter variant's adds also read their columns with a stride (one offset of K)
-    scatter = (SCATTER * STRIDED_SOURCE * e * c * kk + COPY * e_pad * c
-               + PER_CALL * blocks * (calls + kk))
     shift_length = min(_block_positions(spec, c, itemsize, budget, c * kk), e)
-    per_offset = {"shift": _gemm(cg, og, flops) + SCATTER * e * c * kk + COPY * e_pad * c
-                  + PER_CALL * math.ceil(e / shift_length) * (2 + 3 * kk)}
+    per_offset = {"shift": _terms(
+        _gemm(cg, og, flops),
+        (SCATTER * e * c * kk + COPY * e_pad * c) / split(c, c * kk, e, True),
+        PER_CALL * math.ceil(e / shift_length) * (2 + 3 * kk))}
     if shift:
         return per_offset
-    out = {"scatter": _gemm(min(cg * kk, length), og, flops) + scatter, **per_offset}
+    out = {"scatter": _terms(
+        _gemm(min(cg * kk, length), og, flops),
+        (SCATTER * STRIDED_SOURCE * e * c * kk + COPY * e_pad * c)
+        / split(c * kk, c * kk, e, True),
+        PER_CALL * blocks * (calls + kk)), **per_offset}
     if all(s == 1 for s in spec.stride):
         flat = [math.prod(spec.padded_size[i + 1:]) for i in range(spec.ndim)]
         e_flat = n * (sum((m - 1) * f for m, f in zip(spec.out_size, flat)) + 1)
         flat_length = min(_block_positions(spec, c * kk, itemsize, budget), e_flat)
-        out["flat"] = (_gemm(min(cg * kk, flat_length), og, flops * e_flat / e)
-                       + ADD * e_flat * c * kk + COPY * e_pad * (c + 2 * o)
-                       + PER_CALL * math.ceil(e_flat / flat_length) * (2 + kk))
+        out["flat"] = _terms(_gemm(min(cg * kk, flat_length), og, flops * e_flat / e),
+                             (ADD * e_flat * c * kk + COPY * e_pad * (c + 2 * o))
+                             / split(c * kk, c * kk, e_flat, True),
+                             PER_CALL * math.ceil(e_flat / flat_length) * (2 + kk))
         span = tuple(d * (k - 1) for d, k in zip(spec.dilation, spec.kernel))
         halo = n * o * math.prod(s + r for s, r in zip(spec.padded_size, span))
         halo_len = min(_block_positions(spec, o * kk, itemsize, budget), e_pad)
-        out["halo"] = (_gemm(cg, og * kk, flops * e_pad / e) + COPY * (e_pad * o * kk + halo)
-                       + PER_CALL * math.ceil(e_pad / halo_len) * 3)
+        out["halo"] = _terms(_gemm(cg, og * kk, flops * e_pad / e),
+                             COPY * (e_pad * o * kk + halo) / split(o * kk, o * kk, e_pad, True),
+                             PER_CALL * math.ceil(e_pad / halo_len) * 3)
     return out
+
+
+def _workers(spec: ConvSpec, per_position: int, reads: int, positions: int, budget: int,
+             itemsize: int, one_sample: bool) -> int:
+    """The threads :meth:`_Blocked._plan` gives a step of ``positions`` output positions
+    (blocks counted without the box alignment of :func:`_blocks`)."""
+    workers = fft_workers() if PARALLEL else 1
+    if workers <= 1 or one_sample:
+        return 1
+    cap = _block_positions(spec, per_position, itemsize, budget // workers, reads)
+    weights = spec.out_channels * (spec.in_channels // spec.groups) * math.prod(spec.kernel)
+    columns = cap * reads
+    if (math.ceil(positions / cap) >= 2 * workers and columns >= PARALLEL_COLUMNS * weights
+            and columns >= PARALLEL_MIN_COLUMNS):
+        return workers
+    return 1
 
 
 def _gemm(rows: float, inner: float, flops: float, q0: float = GEMM_Q0) -> float:
@@ -535,7 +591,7 @@ class _Blocked:
         if not self.shift:
             variants = _estimates(spec, "im2col", "input_grad", self.budget,
                                   self.dtype.itemsize)
-            variant = _FORCE_INPUT_GRAD or min(variants, key=variants.__getitem__)
+            variant = _FORCE_INPUT_GRAD or _cheapest(variants)
             if variant not in variants:
                 variant = "scatter"
             if variant == "halo":
@@ -689,7 +745,7 @@ class _Blocked:
         if not shift:
             variants = _estimates(spec, "im2col", "weight_grad", self.budget,
                                   self.dtype.itemsize)
-            shift = (_FORCE_WEIGHT_GRAD or min(variants, key=variants.__getitem__)) == "shift"
+            shift = (_FORCE_WEIGHT_GRAD or _cheapest(variants)) == "shift"
         offs = offsets(spec.kernel)
         if shift:
             per_offset = [self._windows(x, channel_major=True, offset=o) for o in offs]

@@ -1,12 +1,15 @@
 """Choosing the algorithm for ``method="auto"``: a cost model with measured constants.
 
 Like ``scipy.signal.choose_conv_method``, the choice is a prediction, not a trial run: every
-algorithm module estimates the work of one step of a layer (``cost(spec, method, step)``, in
-GEMM-flop equivalents: the formula is in each module's docstring), and
-:data:`SECONDS_PER_UNIT` turns that into seconds for every ``(method, step)``. The constants
-are fitted by ``benchmarks/calibrate_select.py`` (geometric mean of measured time / estimated
-work over the DESIGN.md layer suite, variants of it and image filters, float32, 2 threads) and
-the method with the smallest predicted time among those that can run the layer wins.
+algorithm module estimates the work of one step of a layer in parts (``terms(spec, method,
+step)``: GEMM flops, passes over memory, transforms, NumPy calls, ..., each in GEMM-flop
+equivalents; the formulas are in each module's docstring), and :data:`SECONDS_PER_UNIT` turns
+each part into seconds for every ``(method, step)``. The constants are fitted by
+``benchmarks/calibrate_select.py``: non-negative least squares of the relative error over the
+DESIGN.md layer suite, variants of it and image filters (float32, 2 threads), pulled towards
+one common constant per ``(method, step)`` so that a part few layers exercise is not
+over-fitted. The method with the smallest predicted time among those that can run the layer
+wins.
 
 Each step of a layer is chosen separately (forward, input gradient, weight gradient): Winograd
 can win the forward of a 3x3 layer while its weight gradient is cheaper as a GEMM.
@@ -27,31 +30,52 @@ import importlib
 import math
 from collections.abc import Iterator
 
+from .._threads import fft_workers
 from .._validate import ConvSpec
 
-__all__ = ["METHODS", "SECONDS_PER_UNIT", "choose", "local_methods", "work"]
+__all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods", "parts",
+           "predict", "work"]
 
-#: Measured seconds per unit of estimated work, per ``(method, step)``; from
-#: ``benchmarks/calibrate_select.py`` on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
-SECONDS_PER_UNIT: dict[tuple[str, str], float] = {
-    ('direct', 'correlate'): 5.693e-11,
-    ('direct', 'input_grad'): 5.681e-11,
-    ('direct', 'weight_grad'): 7.737e-11,
-    ('fft', 'correlate'): 4.648e-11,
-    ('fft', 'input_grad'): 4.576e-11,
-    ('fft', 'weight_grad'): 5.092e-11,
-    ('im2col', 'correlate'): 7.978e-12,
-    ('im2col', 'input_grad'): 8.083e-12,
-    ('im2col', 'weight_grad'): 7.539e-12,
-    ('shift', 'correlate'): 7.507e-12,
-    ('shift', 'input_grad'): 6.542e-12,
-    ('shift', 'weight_grad'): 9.417e-12,
-    ('winograd', 'correlate'): 9.577e-12,
-    ('winograd', 'input_grad'): 9.813e-12,
-    ('winograd', 'weight_grad'): 9.838e-12,
-    ('winograd2', 'correlate'): 1.042e-11,
-    ('winograd2', 'input_grad'): 1.076e-11,
-    ('winograd2', 'weight_grad'): 9.643e-12,
+#: Measured seconds per unit of each part of the estimated work, per ``(method, step)``
+#: (the parts are the keys of the modules' ``terms``); from ``benchmarks/calibrate_select.py``
+#: on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
+SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
+    ('direct', 'correlate'): {'calls': 3.198e-11, 'gathers': 3.177e-11, 'passes': 2.352e-11},
+    ('direct', 'input_grad'): {'calls': 3.875e-11, 'gathers': 3.033e-11, 'passes': 1.751e-11},
+    ('direct', 'weight_grad'): {'calls': 7.197e-11, 'gathers': 3.322e-11, 'passes': 8.715e-12},
+    ('fft', 'correlate'): {
+        'copies': 5.502e-11, 'mix': 1.426e-11,
+        'products': 4.682e-11, 'transforms': 1.700e-11},
+    ('fft', 'input_grad'): {
+        'copies': 4.129e-11, 'mix': 1.279e-11,
+        'products': 6.296e-11, 'transforms': 1.656e-11},
+    ('fft', 'weight_grad'): {
+        'copies': 3.132e-11, 'mix': 1.280e-11,
+        'products': 6.248e-11, 'transforms': 2.098e-11},
+    ('im2col', 'correlate'): {'calls': 2.858e-11, 'passes': 2.347e-12, 'products': 4.652e-12},
+    ('im2col', 'input_grad'): {'calls': 9.918e-12, 'passes': 2.935e-12, 'products': 4.804e-12},
+    ('im2col', 'weight_grad'): {'calls': 4.463e-11, 'passes': 4.894e-13, 'products': 5.881e-12},
+    ('shift', 'correlate'): {'calls': 1.761e-11, 'passes': 3.514e-12, 'products': 4.233e-12},
+    ('shift', 'input_grad'): {'calls': 1.152e-11, 'passes': 2.722e-12, 'products': 4.295e-12},
+    ('shift', 'weight_grad'): {'calls': 1.929e-11, 'passes': 8.732e-13, 'products': 6.438e-12},
+    ('winograd', 'correlate'): {
+        'calls': 3.894e-12, 'copies': 9.707e-12,
+        'products': 2.910e-12, 'transforms': 2.987e-12},
+    ('winograd', 'input_grad'): {
+        'calls': 5.213e-12, 'copies': 1.052e-11,
+        'products': 2.955e-12, 'transforms': 2.953e-12},
+    ('winograd', 'weight_grad'): {
+        'calls': 8.253e-12, 'copies': 5.577e-12,
+        'products': 5.227e-12, 'transforms': 3.372e-12},
+    ('winograd2', 'correlate'): {
+        'calls': 5.595e-12, 'copies': 1.013e-11,
+        'products': 1.922e-12, 'transforms': 5.513e-12},
+    ('winograd2', 'input_grad'): {
+        'calls': 5.892e-12, 'copies': 9.203e-12,
+        'products': 2.176e-12, 'transforms': 6.453e-12},
+    ('winograd2', 'weight_grad'): {
+        'calls': 4.799e-12, 'copies': 7.574e-12,
+        'products': 3.163e-12, 'transforms': 2.516e-12},
 }
 _DEFAULT_SECONDS_PER_UNIT = 1 / 2e10  # a GEMM flop at ~20 GFLOP/s: used for unfitted pairs
 
@@ -72,12 +96,30 @@ def _module(method: str):  # type: ignore[no-untyped-def]
     return importlib.import_module(f".{METHODS[method]}", __package__)
 
 
-def work(spec: ConvSpec, method: str, step: str) -> float:
-    """Estimated work of one step of ``method`` on ``spec`` (``inf`` if it cannot run)."""
+def parts(spec: ConvSpec, method: str, step: str) -> dict[str, float] | None:
+    """The parts of the estimated work of one step (None if ``method`` cannot run it)."""
     module = _module(method)
     if module.unsupported(spec, method) is not None:
+        return None
+    return {name: float(value) for name, value in module.terms(spec, method, step).items()}
+
+
+def work(spec: ConvSpec, method: str, step: str) -> float:
+    """Estimated work of one step of ``method`` on ``spec`` (``inf`` if it cannot run)."""
+    found = parts(spec, method, step)
+    return float("inf") if found is None else sum(found.values())
+
+
+def predict(spec: ConvSpec, method: str, step: str,
+            constants: dict[tuple[str, str], dict[str, float]] | None = None) -> float:
+    """Predicted seconds of one step: each part of the work times its measured seconds per
+    unit (``inf`` if ``method`` cannot run the step)."""
+    found = parts(spec, method, step)
+    if found is None:
         return float("inf")
-    return float(module.cost(spec, method, step))
+    per_unit = (SECONDS_PER_UNIT if constants is None else constants).get((method, step), {})
+    return sum(value * per_unit.get(name, _DEFAULT_SECONDS_PER_UNIT)
+               for name, value in found.items())
 
 
 def _gemm_flops(spec: ConvSpec) -> float:
@@ -102,18 +144,24 @@ def choose(spec: ConvSpec, step: str = "correlate") -> str:
     ``"input_grad"`` or ``"weight_grad"`` (a forced ``spec.method`` is returned as is)."""
     if spec.method != "auto":
         return spec.method
-    return _choose(spec, step, _LOCAL_ONLY.get())
+    # (the thread count is part of the key: it changes which steps run threaded)
+    return _choose(spec, step, _LOCAL_ONLY.get(), fft_workers())
+
+
+def candidates(spec: ConvSpec, local_only: bool = False) -> tuple[str, ...]:
+    """The methods ``auto`` chooses among for this layer (some may not run it): the portable
+    GEMM methods for namespaces other than NumPy; the local ones (every output its own dot
+    product) for small layers or with ``local_only``; else all."""
+    numpy = getattr(spec.xp, "__name__", "") in ("numpy", "array_api_compat.numpy")
+    if not numpy:
+        return _PORTABLE
+    if local_only or _gemm_flops(spec) < _LOCAL_BELOW:
+        return _LOCAL
+    return tuple(METHODS)
 
 
 @functools.lru_cache(maxsize=4096)
-def _choose(spec: ConvSpec, step: str, local_only: bool) -> str:
-    numpy = getattr(spec.xp, "__name__", "") in ("numpy", "array_api_compat.numpy")
-    candidates = METHODS if numpy else _PORTABLE
-    if numpy and (local_only or _gemm_flops(spec) < _LOCAL_BELOW):
-        candidates = _LOCAL
-    predicted = {
-        method: work(spec, method, step)
-        * SECONDS_PER_UNIT.get((method, step), _DEFAULT_SECONDS_PER_UNIT)
-        for method in candidates
-    }
+def _choose(spec: ConvSpec, step: str, local_only: bool, workers: int) -> str:
+    predicted = {method: predict(spec, method, step)
+                 for method in candidates(spec, local_only)}
     return min(predicted, key=predicted.__getitem__)

@@ -92,8 +92,8 @@ import numpy as np
 
 from .._validate import ConvSpec
 
-__all__ = ["ERROR_BOUND", "POINTS", "TILE", "correlate", "cost", "input_grad", "toom_cook",
-           "unsupported", "weight_grad"]
+__all__ = ["ERROR_BOUND", "POINTS", "TILE", "correlate", "cost", "input_grad", "terms",
+           "toom_cook", "unsupported", "weight_grad"]
 
 #: Outputs per tile and axis.
 TILE = {"winograd": 4, "winograd2": 2}
@@ -200,6 +200,12 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str)
 
 
 def cost(spec: ConvSpec, method: str = "winograd", step: str = "correlate") -> float:
+    """The sum of :func:`terms`."""
+    return sum(terms(spec, method, step).values())
+
+
+def terms(spec: ConvSpec, method: str = "winograd", step: str = "correlate"
+          ) -> dict[str, float]:
     """Estimated time of one step (``"correlate"``, ``"input_grad"``, ``"weight_grad"``) of
     ``method``, in flops of a GEMM running at the BLAS peak (the unit of
     :func:`fc2conv.algorithms.gemm.cost`); ``inf`` for a layer :func:`unsupported` refuses.
@@ -222,11 +228,13 @@ def cost(spec: ConvSpec, method: str = "winograd", step: str = "correlate") -> f
     strided copy costs about ``COPY`` flops per element; ``PER_CALL`` is the ~150 us a tiny
     layer takes. Fitted to single-thread timings: within ~20% of the measured ratio to
     ``method="shift"`` and ``"im2col"`` on ResNet's 56x56x64 and 14x14x256 layers.
+    Returned in parts (``products``, ``transforms`` with the weight transform, ``copies``,
+    ``calls``), to which ``benchmarks/calibrate_select.py`` fits a time per unit each.
     """
     if method not in TILE:
         method, step = step, method
     if unsupported(spec, method) is not None:
-        return math.inf
+        return {"products": math.inf}
     m, d = TILE[method], spec.ndim
     a = m + 2
     c, o, size = spec.in_channels, spec.out_channels, spec.out_size
@@ -239,7 +247,8 @@ def cost(spec: ConvSpec, method: str = "winograd", step: str = "correlate") -> f
     copies = COPY * nt * (a**d * c + m**d * o)
     weights = (TRANSFORM * 2 * 3**d + COPY) * a**d * o * cg
     blocks = -(-spec.batch // max(1, BLOCK_BYTES // (4 * a**d * max(c, o) * nt // spec.batch)))
-    return SCALE * (products + transforms + copies + weights + PER_CALL * blocks)
+    return {"products": SCALE * products, "transforms": SCALE * (transforms + weights),
+            "copies": SCALE * copies, "calls": SCALE * PER_CALL * blocks}
 
 
 # ---------------------------------------------------------------------------------------------
