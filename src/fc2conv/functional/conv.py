@@ -281,10 +281,11 @@ def _backward(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bias: Any
     _validate.check_grad_out(grad_out, spec.output_shape, xp, x.dtype)
     if flip:
         w = _flip(xp, w)
-    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode)
     method = choose(spec, "input_grad")
     grad_x_pad = implementation(spec, method).input_grad(xp, grad_out, w, spec, method)
     grad_x = _padding.pad_vjp(xp, grad_x_pad, spec.in_size, spec.pads, spec.padding_mode)
+    del grad_x_pad  # (padded after the input gradient: the two need not be held together)
+    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode)
     method = choose(spec, "weight_grad")
     grad_w = implementation(spec, method).weight_grad(xp, grad_out, x_pad, spec, method)
     if flip:
