@@ -48,7 +48,6 @@ def _small_blocks(budget=None, input_grad=None, weight_grad=None, threads=None):
     with pytest.MonkeyPatch.context() as mp:
         if threads is not None:
             mp.setattr(gemm, "fft_workers", lambda: threads)
-            mp.setattr(gemm, "PARALLEL_COLUMNS", 0)
             mp.setattr(gemm, "PARALLEL_MIN_COLUMNS", 0)
         mp.setattr(gemm, "CACHE_BYTES", 1)
         mp.setattr(gemm, "MIN_BLOCK", 1)
@@ -190,9 +189,9 @@ def test_threaded_blocks_match_reference(method, input_grad, weight_grad, data, 
 
 
 def test_threads_only_where_they_pay(monkeypatch) -> None:
-    """Threads for many long blocks with small weights (a 3-D layer), not for short blocks
-    of large weights (256 channels on 14x14) or a layer of one or two blocks; the BLAS
-    thread count is restored after a threaded step."""
+    """Threads for many long blocks (a 3-D layer), not for blocks whose columns are under
+    ``PARALLEL_MIN_COLUMNS`` (256 channels on 14x14, whose budget leaves short blocks) or a
+    layer of one or two blocks; the BLAS thread count is restored after a threaded step."""
     monkeypatch.setattr(gemm, "fft_workers", lambda: 2)
 
     def workers(shape, c_out, k):

@@ -97,9 +97,8 @@ WORKSPACE_BYTES = 64 << 20
 #: Run the blocks of a step on ``fft_workers()`` threads (one single-threaded BLAS call per
 #: block and thread) where :meth:`_Blocked._plan` finds it pays.
 PARALLEL = True
-#: Threads are used when a block's columns are at least this many times the weights.
-PARALLEL_COLUMNS = 4
-#: ... and at least this many elements (smaller blocks make small, slow products).
+#: Threads are used when a thread's block of columns holds at least this many elements
+#: (smaller blocks make small, slow products).
 PARALLEL_MIN_COLUMNS = 1 << 18
 
 
@@ -329,10 +328,7 @@ def _workers(spec: ConvSpec, per_position: int, reads: int, positions: int, budg
     if workers <= 1 or one_sample:
         return 1
     cap = _block_positions(spec, per_position, itemsize, budget // workers, reads)
-    weights = spec.out_channels * (spec.in_channels // spec.groups) * math.prod(spec.kernel)
-    columns = cap * reads
-    if (math.ceil(positions / cap) >= 2 * workers and columns >= PARALLEL_COLUMNS * weights
-            and columns >= PARALLEL_MIN_COLUMNS):
+    if math.ceil(positions / cap) >= 2 * workers and cap * reads >= PARALLEL_MIN_COLUMNS:
         return workers
     return 1
 
@@ -475,10 +471,12 @@ class _Blocked:
 
         Threaded, each of ``w`` threads holds a block of the budget's ``1/w``, so the scratch
         stays within the budget. Threads are used when there are at least two blocks per
-        thread and a block's columns are :data:`PARALLEL_COLUMNS` times the weights and
-        :data:`PARALLEL_MIN_COLUMNS` elements or more (then the copies around the products are much of the time; with large weights and
-        short blocks, as for 256 channels on 14x14, one two-thread product per block is
-        faster)."""
+        thread of at least :data:`PARALLEL_MIN_COLUMNS` column elements each. Alone, a
+        layer with large weights and short blocks (256 channels on 14x14) runs as fast with
+        one two-thread product per block; but OpenBLAS's threads spin for ~0.1 s after each
+        multi-threaded call, and a threaded step that follows one then shares the cores with
+        them (measured: the strided suite layer's forward+backward 115 ms with mixed steps,
+        70 ms with all steps threaded). So every step large enough is threaded."""
         spec = self.spec
         out = spec.out_size if out is None else out
         reads = per_position if reads is None else reads
@@ -487,10 +485,7 @@ class _Blocked:
             cap = _block_positions(spec, per_position, self.dtype.itemsize,
                                    self.budget // workers, reads)
             blocks = list(_blocks(spec.batch, out, cap))
-            weights = spec.out_channels * self.cg * self.kk
-            columns = cap * reads
-            if (len(blocks) >= 2 * workers and columns >= PARALLEL_COLUMNS * weights
-                    and columns >= PARALLEL_MIN_COLUMNS):
+            if len(blocks) >= 2 * workers and cap * reads >= PARALLEL_MIN_COLUMNS:
                 return blocks, workers
         return list(_blocks(spec.batch, out, self._cap(per_position, reads))), 1
 

@@ -253,7 +253,7 @@ def conv_transpose_vjp(
     xp = spec.xp
     _validate.check_grad_out(grad_out, (spec.batch, spec.in_channels, *spec.in_size), xp,
                              x.dtype)
-    grad_out_pad = _padding.pad(xp, grad_out, spec.pads, "zeros")
+    grad_out_pad = _padding.pad(xp, grad_out, spec.pads, "zeros", scratch="x_pad")
     method = choose(spec, "correlate")
     grad_x = implementation(spec, method).correlate(xp, grad_out_pad, w, spec, method)
     method = choose(spec, "weight_grad")
@@ -269,7 +269,7 @@ def _forward(spec: _validate.ConvSpec, x: Any, w: Any, bias: Any, *, flip: bool)
     xp = spec.xp
     if flip:
         w = _flip(xp, w)
-    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode)
+    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode, scratch="x_pad")
     method = choose(spec, "correlate")
     y = implementation(spec, method).correlate(xp, x_pad, w, spec, method)
     return _add_bias(xp, y, bias, x)
@@ -285,7 +285,7 @@ def _backward(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bias: Any
     grad_x_pad = implementation(spec, method).input_grad(xp, grad_out, w, spec, method)
     grad_x = _padding.pad_vjp(xp, grad_x_pad, spec.in_size, spec.pads, spec.padding_mode)
     del grad_x_pad  # (padded after the input gradient: the two need not be held together)
-    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode)
+    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode, scratch="x_pad")
     method = choose(spec, "weight_grad")
     grad_w = implementation(spec, method).weight_grad(xp, grad_out, x_pad, spec, method)
     if flip:
