@@ -84,6 +84,8 @@ MIN_BLOCKS_PER_THREAD = 2
 PASS = 2.2
 GATHER = 55.0
 PER_CALL = 1.2e5
+#: ... and per small matrix product inside one NumPy matmul call (~0.5 us).
+PER_PRODUCT = 1e4
 
 
 def unsupported(spec: ConvSpec, method: str) -> str | None:
@@ -116,8 +118,10 @@ def terms(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> di
         PASS * (K * per_offset * P + copies * og * P)    # element passes over cached blocks
         + GATHER * N * C_in * prod(S_pad)                # stride > 1: phase gather or fold
         + PER_CALL * blocks * K * (2, or 1 for weight_grad)   # NumPy calls
+        + PER_PRODUCT * N * G * K                      # small products inside matmul calls
+                                                       # (all steps but a broadcast multiply)
 
-    returned in its parts ``passes``, ``gathers`` and ``calls`` (what
+    returned in its parts ``passes``, ``gathers``, ``calls`` and ``products`` (what
     ``benchmarks/calibrate_select.py`` fits a time per unit to)
     with ``per_offset`` = ``og * (cg + 1)`` (correlate: multiply or matmul, then add),
     ``cg * (og + 1)`` (input_grad) or ``og * cg`` (weight_grad: one dot product), and
@@ -135,8 +139,12 @@ def terms(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> di
     copies = 2 if step == "input_grad" else 1
     gathers = 0 if plan.unit else spec.batch * spec.in_channels * math.prod(spec.padded_size)
     calls = len(eng.blocks) * taps * (1 if step == "weight_grad" else 2)
+    # matrix products NumPy's matmul loops over, one per (image, group) and offset
+    looped = {"correlate": cg > 1, "input_grad": og > 1}.get(step, True)
+    products = spec.batch * spec.groups * taps if looped else 0
     return {"passes": PASS * (taps * per_offset + copies * og) * grid,
-            "gathers": GATHER * gathers, "calls": PER_CALL * calls}
+            "gathers": GATHER * gathers, "calls": PER_CALL * calls,
+            "products": PER_PRODUCT * products}
 
 
 def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:

@@ -40,42 +40,48 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
 #: (the parts are the keys of the modules' ``terms``); from ``benchmarks/calibrate_select.py``
 #: on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
-    ('direct', 'correlate'): {'calls': 3.198e-11, 'gathers': 3.177e-11, 'passes': 2.352e-11},
-    ('direct', 'input_grad'): {'calls': 3.875e-11, 'gathers': 3.033e-11, 'passes': 1.751e-11},
-    ('direct', 'weight_grad'): {'calls': 7.197e-11, 'gathers': 3.322e-11, 'passes': 8.715e-12},
+    ('direct', 'correlate'): {
+        'calls': 6.050e-11, 'gathers': 3.175e-11,
+        'passes': 0.000e+00, 'products': 1.125e-10},
+    ('direct', 'input_grad'): {
+        'calls': 4.672e-11, 'gathers': 3.014e-11,
+        'passes': 1.376e-11, 'products': 2.676e-11},
+    ('direct', 'weight_grad'): {
+        'calls': 7.682e-11, 'gathers': 2.913e-11,
+        'passes': 8.911e-12, 'products': 7.969e-12},
     ('fft', 'correlate'): {
-        'copies': 5.502e-11, 'mix': 1.426e-11,
-        'products': 4.682e-11, 'transforms': 1.700e-11},
+        'copies': 6.431e-11, 'mix': 1.693e-11,
+        'products': 6.061e-11, 'transforms': 1.341e-11},
     ('fft', 'input_grad'): {
-        'copies': 4.129e-11, 'mix': 1.279e-11,
-        'products': 6.296e-11, 'transforms': 1.656e-11},
+        'copies': 5.250e-11, 'mix': 1.367e-11,
+        'products': 7.506e-11, 'transforms': 1.566e-11},
     ('fft', 'weight_grad'): {
-        'copies': 3.132e-11, 'mix': 1.280e-11,
-        'products': 6.248e-11, 'transforms': 2.098e-11},
-    ('im2col', 'correlate'): {'calls': 2.858e-11, 'passes': 2.347e-12, 'products': 4.652e-12},
-    ('im2col', 'input_grad'): {'calls': 9.918e-12, 'passes': 2.935e-12, 'products': 4.804e-12},
-    ('im2col', 'weight_grad'): {'calls': 4.463e-11, 'passes': 4.894e-13, 'products': 5.881e-12},
-    ('shift', 'correlate'): {'calls': 1.761e-11, 'passes': 3.514e-12, 'products': 4.233e-12},
-    ('shift', 'input_grad'): {'calls': 1.152e-11, 'passes': 2.722e-12, 'products': 4.295e-12},
-    ('shift', 'weight_grad'): {'calls': 1.929e-11, 'passes': 8.732e-13, 'products': 6.438e-12},
+        'copies': 5.268e-11, 'mix': 1.599e-11,
+        'products': 1.181e-10, 'transforms': 1.705e-11},
+    ('im2col', 'correlate'): {'calls': 3.323e-11, 'passes': 2.041e-12, 'products': 4.917e-12},
+    ('im2col', 'input_grad'): {'calls': 1.093e-11, 'passes': 2.827e-12, 'products': 5.168e-12},
+    ('im2col', 'weight_grad'): {'calls': 4.877e-11, 'passes': 2.010e-14, 'products': 6.620e-12},
+    ('shift', 'correlate'): {'calls': 1.742e-11, 'passes': 3.232e-12, 'products': 4.870e-12},
+    ('shift', 'input_grad'): {'calls': 1.129e-11, 'passes': 2.701e-12, 'products': 4.701e-12},
+    ('shift', 'weight_grad'): {'calls': 2.407e-11, 'passes': 0.000e+00, 'products': 6.681e-12},
     ('winograd', 'correlate'): {
-        'calls': 3.894e-12, 'copies': 9.707e-12,
-        'products': 2.910e-12, 'transforms': 2.987e-12},
+        'calls': 0.000e+00, 'copies': 1.283e-11,
+        'products': 5.417e-12, 'transforms': 0.000e+00},
     ('winograd', 'input_grad'): {
-        'calls': 5.213e-12, 'copies': 1.052e-11,
-        'products': 2.955e-12, 'transforms': 2.953e-12},
+        'calls': 0.000e+00, 'copies': 1.385e-11,
+        'products': 5.050e-12, 'transforms': 0.000e+00},
     ('winograd', 'weight_grad'): {
-        'calls': 8.253e-12, 'copies': 5.577e-12,
-        'products': 5.227e-12, 'transforms': 3.372e-12},
+        'calls': 1.022e-11, 'copies': 8.860e-12,
+        'products': 7.694e-12, 'transforms': 0.000e+00},
     ('winograd2', 'correlate'): {
-        'calls': 5.595e-12, 'copies': 1.013e-11,
-        'products': 1.922e-12, 'transforms': 5.513e-12},
+        'calls': 0.000e+00, 'copies': 1.254e-11,
+        'products': 3.460e-12, 'transforms': 0.000e+00},
     ('winograd2', 'input_grad'): {
-        'calls': 5.892e-12, 'copies': 9.203e-12,
-        'products': 2.176e-12, 'transforms': 6.453e-12},
+        'calls': 0.000e+00, 'copies': 1.419e-11,
+        'products': 2.537e-12, 'transforms': 7.448e-13},
     ('winograd2', 'weight_grad'): {
-        'calls': 4.799e-12, 'copies': 7.574e-12,
-        'products': 3.163e-12, 'transforms': 2.516e-12},
+        'calls': 0.000e+00, 'copies': 9.691e-12,
+        'products': 3.612e-12, 'transforms': 0.000e+00},
 }
 _DEFAULT_SECONDS_PER_UNIT = 1 / 2e10  # a GEMM flop at ~20 GFLOP/s: used for unfitted pairs
 
