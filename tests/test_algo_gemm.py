@@ -290,6 +290,20 @@ def test_pointwise(method, stride, groups, dtype) -> None:
         _check_module(x_pad, w, stride, (1, 1), groups, dtype, method, budget=7)
 
 
+@pytest.mark.parametrize("batch", [1, 5])
+def test_pointwise_threaded(batch, monkeypatch) -> None:
+    """1x1 products cut over samples, or over positions for a single sample, on threads."""
+    monkeypatch.setattr(gemm, "fft_workers", lambda: 2)
+    monkeypatch.setattr(gemm, "PARALLEL_MIN_COLUMNS", 0)
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 6, 7, 9))
+    w = rng.standard_normal((4, 3, 1, 1))
+    spec = _spec(x, w, groups=2)
+    parts, workers = gemm._Blocked(spec, x.dtype, "im2col", None)._pointwise_parts()
+    assert workers == 2 and len(parts) >= 3
+    _check_module(x, w, 1, 1, 2, np.float64, "im2col")
+
+
 def test_pointwise_reads_the_input_in_place() -> None:
     """A 1x1 stride-1 layer allocates its output and nothing of the input's size."""
     rng = np.random.default_rng(4)

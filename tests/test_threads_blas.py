@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
@@ -28,6 +29,20 @@ def test_blas_serial_sets_one_thread_and_restores_the_count():
         assert _threads._blas_threads() in (1, None)
         raise RuntimeError  # restored on errors too
     assert _threads._blas_threads() == before
+
+
+def test_own_threads_keeps_the_worker_count_and_serialises_blas():
+    outer, blas = _threads.fft_workers(), _threads._blas_threads()
+    x = np.zeros(3)
+    with _threads.own_threads(x):
+        assert _threads.fft_workers() == outer
+        if outer > 1:
+            assert _threads._blas_threads() in (1, None)
+        with _threads.own_threads(x):  # nested: no change
+            assert _threads.fft_workers() == outer
+    assert _threads.fft_workers() == outer and _threads._blas_threads() == blas
+    with threadpool_limits(1), _threads.own_threads(x):  # a caller's limit is kept
+        assert _threads.fft_workers() == 1
 
 
 def test_kernel_hint_only_when_avx512_is_left_unused():

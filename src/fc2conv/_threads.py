@@ -11,13 +11,14 @@ parallelises.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["blas_serial", "fft_workers", "pool", "usable_cores"]
+__all__ = ["blas_serial", "fft_workers", "own_threads", "pool", "usable_cores"]
 
 
 def usable_cores() -> int:
@@ -29,9 +30,13 @@ def usable_cores() -> int:
 
 
 def fft_workers() -> int:
-    """Workers for ``scipy.fft``: the BLAS pool's current size, 1 off the main thread."""
+    """Workers for ``scipy.fft``: the BLAS pool's current size, 1 off the main thread (inside
+    :func:`own_threads`: the size before it set BLAS to one thread)."""
     if threading.current_thread() is not threading.main_thread():
         return 1
+    own = _OWN.get()
+    if own:
+        return own
     limit = _blas_threads()
     return max(1, min(usable_cores(), limit if limit else usable_cores()))
 
@@ -73,6 +78,23 @@ def blas_serial() -> Iterator[None]:
             pool.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def own_threads(array: object) -> Iterator[None]:
+    """Around one fc2conv op on a NumPy array: BLAS single-threaded (:func:`blas_serial`)
+    when fc2conv may use several threads of its own, which its steps then do."""
+    workers = fft_workers()
+    if type(array).__module__ != "numpy" or workers <= 1 or _OWN.get():
+        yield
+        return
+    token = _OWN.set(workers)
+    try:
+        with blas_serial():
+            yield
+    finally:
+        _OWN.reset(token)
+
+
+_OWN: contextvars.ContextVar[int] = contextvars.ContextVar("fc2conv_own_threads", default=0)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 

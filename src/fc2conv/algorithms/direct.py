@@ -55,7 +55,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .._threads import fft_workers, pool
+from .._threads import blas_serial, fft_workers, pool
 from .._validate import ConvSpec
 from .._windows import offsets, window
 
@@ -302,7 +302,8 @@ class Engine:
         keys: dict[tuple[int, int], int] = {}
         for b in blocks:  # the slabs of one (image, group) stay on one thread
             parts[keys.setdefault((b.n0, b.g0), len(keys)) % workers].append(b)
-        return list(pool().map(work, parts))
+        with blas_serial():  # (the weight gradient's products: one core per thread)
+            return list(pool().map(work, parts))
 
     # -- inputs ----------------------------------------------------------------------------
 

@@ -489,6 +489,21 @@ class _Blocked:
                 return blocks, workers
         return list(_blocks(spec.batch, out, self._cap(per_position, reads))), 1
 
+    def _pointwise_parts(self) -> tuple[list, int]:
+        """A 1x1 layer's products cut for the worker threads: ``(n0, n1, p0, p1)`` samples
+        and a range of positions, two parts per thread (positions split only if samples are
+        fewer)."""
+        n, p = self.spec.batch, self.p
+        workers = fft_workers() if PARALLEL else 1
+        if workers <= 1 or n * p * self.spec.in_channels < PARALLEL_MIN_COLUMNS:
+            return [(0, n, 0, p)], 1
+        pieces = 2 * workers
+        if n >= pieces:
+            step = -(-n // pieces)
+            return [(i, min(n, i + step), 0, p) for i in range(0, n, step)], workers
+        step = -(-p // -(-pieces // n))
+        return [(i, i + 1, j, min(p, j + step)) for i in range(n) for j in range(0, p, step)], workers
+
     @staticmethod
     def _run(work: Any, blocks: list, workers: int, by_samples: bool = False) -> list:
         """``work(blocks)`` for all blocks: on the calling thread, or split over ``workers``
@@ -534,8 +549,13 @@ class _Blocked:
         y = np.empty(spec.output_shape, self.dtype)
         y4 = y.reshape(n, g, og, self.p)
         if self.pointwise:
-            x4 = np.reshape(x, (n, g, cg, self.p))
-            np.matmul(np.reshape(w, (g, og, cg)), x4, out=y4)
+            x4, wg = np.reshape(x, (n, g, cg, self.p)), np.reshape(w, (g, og, cg))
+
+            def pointwise(parts: list) -> None:
+                for n0, n1, p0, p1 in parts:
+                    np.matmul(wg, x4[n0:n1, ..., p0:p1], out=y4[n0:n1, ..., p0:p1])
+
+            self._run(pointwise, *self._pointwise_parts())
             return y
         if not self.shift:
             wg = np.ascontiguousarray(np.reshape(w, (g, og, cg * self.kk)))
@@ -580,7 +600,13 @@ class _Blocked:
         gy4 = np.reshape(grad_out, (n, g, og, self.p))
         if self.pointwise:
             gx = np.empty((n, spec.in_channels, *spec.padded_size), self.dtype)
-            np.matmul(np.reshape(w, (g, og, cg)).mT, gy4, out=gx.reshape(n, g, cg, self.p))
+            gx4, wt = gx.reshape(n, g, cg, self.p), np.reshape(w, (g, og, cg)).mT
+
+            def pointwise(parts: list) -> None:
+                for n0, n1, p0, p1 in parts:
+                    np.matmul(wt, gy4[n0:n1, ..., p0:p1], out=gx4[n0:n1, ..., p0:p1])
+
+            self._run(pointwise, *self._pointwise_parts())
             return gx
         variant = "shift"
         if not self.shift:
@@ -731,10 +757,17 @@ class _Blocked:
         gw = np.zeros((g, og, cg * kk), self.dtype)
         if self.pointwise:
             x4 = np.reshape(x, (n, g, cg, self.p))
-            part = workspace("product", (g, cg, og), self.dtype)
-            for i in range(n):
-                np.matmul(x4[i], gy4[i].mT, out=part)
-                np.add(gw, part.mT, out=gw)
+
+            def pointwise(parts: list) -> np.ndarray:
+                total = np.zeros((g, og, cg), self.dtype)
+                part = workspace("product", (g, cg, og), self.dtype)
+                for n0, n1, p0, p1 in parts:
+                    for i in range(n0, n1):
+                        np.matmul(x4[i, ..., p0:p1], gy4[i, ..., p0:p1].mT, out=part)
+                        np.add(total, part.mT, out=total)
+                return total
+
+            gw = sum(self._run(pointwise, *self._pointwise_parts()))
             return gw.reshape(spec.out_channels, cg, *spec.kernel)
         shift = self.shift
         if not shift:

@@ -90,6 +90,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .._threads import blas_serial, fft_workers, pool
 from .._validate import ConvSpec
 
 __all__ = ["ERROR_BOUND", "POINTS", "TILE", "correlate", "cost", "input_grad", "terms",
@@ -186,14 +187,16 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str)
     m, groups = TILE[method], spec.groups
     tiles = tuple(-(-n // m) for n in spec.out_size)
     step = _images_per_block(xp, x_pad, max(spec.in_channels, spec.out_channels), tiles, m)
-    p = None  # (a^d, G, O/G, C/G): the products summed over images and tiles
-    for n in range(0, spec.batch, step):
+
+    def block(n: int) -> Any:  # (a^d, G, O/G, C/G): the products of a block of images
         images = slice(n, min(n + step, spec.batch))
         v = _group(xp, bt @ _gather(xp, x_pad[images, ...], m, tiles, 0), groups,
                    spec.in_channels)  # (a^d, G, C/G, N*T)
         z = _group(xp, at.mT @ _blocks(xp, grad_out[images, ...], m, tiles), groups,
                    spec.out_channels)  # (a^d, G, O/G, N*T)
-        p = _product(z, v.mT) if p is None else p + _product(z, v.mT)
+        return _product(z, v.mT)
+
+    p = functools.reduce(lambda a, b: a + b, _each(xp, block, range(0, spec.batch, step)))
     gw = xp.reshape(g.mT @ xp.reshape(p, (p.shape[0], -1)), (g.shape[1], *p.shape[1:]))
     gw = xp.reshape(gw, (*spec.kernel, spec.out_channels, spec.in_channels // groups))
     return xp.permute_dims(gw, (spec.ndim, spec.ndim + 1, *range(spec.ndim)))
@@ -296,9 +299,12 @@ def _forward(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: int,
     if step >= n:
         return _forward_block(xp, x, u, out_size, offset, method)
     y = xp.empty((n, o, *out_size), dtype=x.dtype, device=array_api_compat.device(x))
-    for i in range(0, n, step):
+
+    def block(i: int) -> None:
         images = slice(i, min(i + step, n))
         y[images, ...] = _forward_block(xp, x[images, ...], u, out_size, offset, method)
+
+    _each(xp, block, range(0, n, step))
     return y
 
 
@@ -317,10 +323,25 @@ def _forward_block(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: i
     return y[(..., *(slice(0, n) for n in out_size))]
 
 
+def _each(xp: Any, fn: Any, starts: range) -> list:
+    """``[fn(i) for i in starts]``; for NumPy with a block or more per worker thread, on
+    fc2conv's threads with BLAS single-threaded: the copies and transforms around the
+    products then use every core too, and no multi-threaded BLAS call leaves OpenBLAS's
+    threads spinning into the steps that follow (see ``gemm._Blocked._plan``)."""
+    workers = fft_workers() if array_api_compat.is_numpy_namespace(xp) else 1
+    if workers <= 1 or len(starts) < workers:
+        return [fn(i) for i in starts]
+    with blas_serial():
+        return list(pool().map(fn, starts))
+
+
 def _images_per_block(xp: Any, x: Any, channels: int, tiles: tuple[int, ...], m: int) -> int:
-    """Images per block such that a block's tile arrays stay within :data:`BLOCK_BYTES`."""
+    """Images per block such that a block's tile arrays stay within :data:`BLOCK_BYTES`, and
+    (NumPy) at least two blocks per worker thread where there are enough images."""
     per_image = (m + 2) ** len(tiles) * channels * math.prod(tiles)
-    return max(1, BLOCK_BYTES // (per_image * xp.finfo(x.dtype).bits // 8))
+    step = max(1, BLOCK_BYTES // (per_image * xp.finfo(x.dtype).bits // 8))
+    workers = fft_workers() if array_api_compat.is_numpy_namespace(xp) else 1
+    return min(step, max(1, x.shape[0] // (2 * workers))) if workers > 1 else step
 
 
 def _gather(xp: Any, x: Any, m: int, tiles: tuple[int, ...], offset: int) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _padding, _validate
+from .. import _padding, _threads, _validate
 from ..algorithms import choose, implementation
 
 __all__ = [
@@ -266,6 +266,11 @@ def conv_transpose_vjp(
 
 
 def _forward(spec: _validate.ConvSpec, x: Any, w: Any, bias: Any, *, flip: bool) -> Any:
+    with _threads.own_threads(x):
+        return _forward_steps(spec, x, w, bias, flip=flip)
+
+
+def _forward_steps(spec: _validate.ConvSpec, x: Any, w: Any, bias: Any, *, flip: bool) -> Any:
     xp = spec.xp
     if flip:
         w = _flip(xp, w)
@@ -277,6 +282,12 @@ def _forward(spec: _validate.ConvSpec, x: Any, w: Any, bias: Any, *, flip: bool)
 
 def _backward(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bias: Any, *,
               flip: bool) -> tuple[Any, Any, Any]:
+    with _threads.own_threads(x):
+        return _backward_steps(spec, grad_out, x, w, bias, flip=flip)
+
+
+def _backward_steps(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bias: Any, *,
+                    flip: bool) -> tuple[Any, Any, Any]:
     xp = spec.xp
     _validate.check_grad_out(grad_out, spec.output_shape, xp, x.dtype)
     if flip:
