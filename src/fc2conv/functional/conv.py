@@ -152,7 +152,8 @@ def conv_transpose(
     )
     xp = spec.xp
     method = choose(spec, "input_grad")
-    grad = implementation(spec, method).input_grad(xp, x, w, spec, method)
+    with _threads.own_threads(x):
+        grad = implementation(spec, method).input_grad(xp, x, w, spec, method)
     y = _padding.pad_vjp(xp, grad, spec.in_size, spec.pads, "zeros")
     return _add_bias(xp, y, bias, x)
 
@@ -254,10 +255,11 @@ def conv_transpose_vjp(
     _validate.check_grad_out(grad_out, (spec.batch, spec.in_channels, *spec.in_size), xp,
                              x.dtype)
     grad_out_pad = _padding.pad(xp, grad_out, spec.pads, "zeros", scratch="x_pad")
-    method = choose(spec, "correlate")
-    grad_x = implementation(spec, method).correlate(xp, grad_out_pad, w, spec, method)
-    method = choose(spec, "weight_grad")
-    grad_w = implementation(spec, method).weight_grad(xp, x, grad_out_pad, spec, method)
+    with _threads.own_threads(x):
+        method = choose(spec, "correlate")
+        grad_x = implementation(spec, method).correlate(xp, grad_out_pad, w, spec, method)
+        method = choose(spec, "weight_grad")
+        grad_w = implementation(spec, method).weight_grad(xp, x, grad_out_pad, spec, method)
     return grad_x, grad_w, _bias_grad(xp, grad_out, bias)
 
 
