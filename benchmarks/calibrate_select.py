@@ -113,7 +113,7 @@ def measure(case: Case, repeat: int) -> dict:
 
 #: How strongly each part's constant is pulled towards the common one of its step (a
 #: ridge on the ratio, in units of the relative error of one layer).
-PULL = 0.02
+PULL = 0.005
 
 
 def fit(results: list[dict]) -> dict:

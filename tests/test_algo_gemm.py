@@ -49,6 +49,7 @@ def _small_blocks(budget=None, input_grad=None, weight_grad=None, threads=None):
         if threads is not None:
             mp.setattr(gemm, "fft_workers", lambda: threads)
             mp.setattr(gemm, "PARALLEL_MIN_COLUMNS", 0)
+            mp.setattr(gemm, "PARALLEL_MIN_FLOPS", 0)
         mp.setattr(gemm, "CACHE_BYTES", 1)
         mp.setattr(gemm, "MIN_BLOCK", 1)
         mp.setattr(gemm, "AMORTIZE", 0)
@@ -189,9 +190,9 @@ def test_threaded_blocks_match_reference(method, input_grad, weight_grad, data, 
 
 
 def test_threads_only_where_they_pay(monkeypatch) -> None:
-    """Threads for many long blocks (a 3-D layer), not for blocks whose columns are under
-    ``PARALLEL_MIN_COLUMNS`` (256 channels on 14x14, whose budget leaves short blocks) or a
-    layer of one or two blocks; the BLAS thread count is restored after a threaded step."""
+    """Threads for many long blocks (a 3-D layer) or blocks with large products (256
+    channels on 14x14), not for small blocks of small products (LeNet) or a layer of one or
+    two blocks; the BLAS thread count is restored after a threaded step."""
     monkeypatch.setattr(gemm, "fft_workers", lambda: 2)
 
     def workers(shape, c_out, k):
@@ -201,8 +202,9 @@ def test_threads_only_where_they_pay(monkeypatch) -> None:
         blocked = gemm._Blocked(spec, np.float32, "im2col", None)
         return blocked._plan(spec.in_channels * math.prod(spec.kernel))[1]
 
-    assert workers((2, 16, 34, 34, 34), 32, 3) == 2
-    assert workers((8, 256, 16, 16), 256, 3) == 1
+    assert workers((2, 16, 34, 34, 34), 32, 3) == 2  # long blocks
+    assert workers((8, 256, 16, 16), 256, 3) == 2  # short blocks, but large products
+    assert workers((64, 6, 14, 14), 16, 5) == 1  # LeNet: small blocks and products
     assert workers((1, 3, 10, 10), 4, 3) == 1
     before = _threads._blas_threads()
     x = np.random.default_rng(0).standard_normal((2, 16, 34, 34, 34)).astype(np.float32)
@@ -295,6 +297,7 @@ def test_pointwise_threaded(batch, monkeypatch) -> None:
     """1x1 products cut over samples, or over positions for a single sample, on threads."""
     monkeypatch.setattr(gemm, "fft_workers", lambda: 2)
     monkeypatch.setattr(gemm, "PARALLEL_MIN_COLUMNS", 0)
+    monkeypatch.setattr(gemm, "PARALLEL_MIN_FLOPS", 0)
     rng = np.random.default_rng(batch)
     x = rng.standard_normal((batch, 6, 7, 9))
     w = rng.standard_normal((4, 3, 1, 1))

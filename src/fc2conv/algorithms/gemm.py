@@ -97,9 +97,11 @@ WORKSPACE_BYTES = 64 << 20
 #: Run the blocks of a step on ``fft_workers()`` threads (one single-threaded BLAS call per
 #: block and thread) where :meth:`_Blocked._plan` finds it pays.
 PARALLEL = True
-#: Threads are used when a thread's block of columns holds at least this many elements
-#: (smaller blocks make small, slow products).
+#: Threads are used when a thread's block of columns holds at least this many elements, or
+#: its product at least :data:`PARALLEL_MIN_FLOPS` (smaller blocks are dominated by the
+#: per-block overheads: LeNet-sized layers run faster on one thread).
 PARALLEL_MIN_COLUMNS = 1 << 18
+PARALLEL_MIN_FLOPS = 2e7
 
 
 def unsupported(spec: ConvSpec, method: str) -> str | None:
@@ -207,9 +209,10 @@ def cost(spec: ConvSpec, method: str = "im2col", step: str = "correlate", *,
         all:       + PER_CALL * B * (calls per block: 2, plus K for the scatter or shift)
 
     The terms other than ``gemm`` and ``PER_CALL`` (passes over memory: copies, adds,
-    scatters) are divided by the threads the step runs on (:meth:`_Blocked._plan`): a
-    threaded step runs them on every core, a serial one on one core beside a multi-threaded
-    BLAS.
+    scatters) are divided by the threads the step runs on (:meth:`_Blocked._plan`); the
+    ``gemm`` terms, which assume every core, are multiplied by ``cores / threads``: within a
+    convolution op BLAS is single-threaded (``_threads.own_threads``), so a serial step's
+    products run on one core.
 
     A 1x1 kernel at stride 1 costs only ``gemm(Og, Cg)`` (``gemm(Cg, Og)`` for the input
     gradient): it reads the input in place. The blocked loop only runs on NumPy arrays; other
@@ -251,17 +254,24 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
     e = n * math.prod(spec.out_size)
     e_pad = n * math.prod(spec.padded_size)
     flops = 2.0 * e * o * cg * kk
+    cores = fft_workers() if PARALLEL else 1
     if kk == 1 and all(s == 1 for s in spec.stride) and spec.padded_size == spec.out_size:
         rows, inner = (cg, og) if step == "input_grad" else (og, cg)
         if step == "weight_grad":
             rows, inner = min(cg, og), math.prod(spec.out_size)
-        return {"pointwise": _terms(_gemm(rows, inner, flops), 0.0, PER_CALL * 2 * n)}
+        threaded = n * math.prod(spec.out_size) * c >= PARALLEL_MIN_COLUMNS
+        return {"pointwise": _terms(_gemm(rows, inner, flops) * (1 if threaded else cores),
+                                    0.0, PER_CALL * 2 * n)}
 
-    def split(per_pos: int, reads: int, positions: int, by_samples: bool = False) -> int:
-        """Threads :meth:`_Blocked._plan` would use: the passes over memory around the
-        products (copies, adds, scatters) are divided by it."""
-        return _workers(spec, per_pos, reads, positions, budget, itemsize,
-                        by_samples and n < 2)
+
+    def part(products: float, passes: float, calls: float, per_pos: int, reads: int,
+             positions: int, by_samples: bool = False) -> dict[str, float]:
+        """The terms of a variant run on the threads :meth:`_Blocked._plan` gives it: the
+        passes over memory (copies, adds, scatters) are divided by them, and the products
+        of a serial step run on one of the ``cores`` (BLAS is single-threaded in an op)."""
+        threads = _workers(spec, per_pos, reads, positions, budget, itemsize,
+                           by_samples and n < 2)
+        return _terms(products * cores / threads, passes / threads, calls)
 
     shift = method == "shift"
     per_pos = (c + o if step == "correlate" else c) if shift else c * kk
@@ -275,8 +285,7 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
             passes += ADD * (kk - 1) * e * o
         else:
             products = _gemm(og, cg * kk, flops)
-        return {method: _terms(products, passes / split(per_pos, c * kk, e),
-                               PER_CALL * blocks * calls)}
+        return {method: part(products, passes, PER_CALL * blocks * calls, per_pos, c * kk, e)}
     if step == "weight_grad":
         # (Cg*K, L) @ (L, Og) per block; the product is written and added to the sum
         out = {}
@@ -287,36 +296,34 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
             blocks = math.ceil(e / length)
             rate_flops = flops * (og + WEIGHT_N0) / og
             passes = COPY * e * (c * kk + o) + BLOCK_SUM * blocks * o * cg * kk
-            out[variant] = _terms(_gemm(cg if one else cg * kk, length, rate_flops),
-                                  passes / split(per_pos, c * kk, e),
-                                  PER_CALL * blocks * (2 + (2 * kk if one else 0)))
+            out[variant] = part(_gemm(cg if one else cg * kk, length, rate_flops), passes,
+                                PER_CALL * blocks * (2 + (2 * kk if one else 0)),
+                                per_pos, c * kk, e)
         return out
     shift_length = min(_block_positions(spec, c, itemsize, budget, c * kk), e)
-    per_offset = {"shift": _terms(
-        _gemm(cg, og, flops),
-        (SCATTER * e * c * kk + COPY * e_pad * c) / split(c, c * kk, e, True),
-        PER_CALL * math.ceil(e / shift_length) * (2 + 3 * kk))}
+    per_offset = {"shift": part(
+        _gemm(cg, og, flops), SCATTER * e * c * kk + COPY * e_pad * c,
+        PER_CALL * math.ceil(e / shift_length) * (2 + 3 * kk), c, c * kk, e, True)}
     if shift:
         return per_offset
-    out = {"scatter": _terms(
+    out = {"scatter": part(
         _gemm(min(cg * kk, length), og, flops),
-        (SCATTER * STRIDED_SOURCE * e * c * kk + COPY * e_pad * c)
-        / split(c * kk, c * kk, e, True),
-        PER_CALL * blocks * (calls + kk)), **per_offset}
+        SCATTER * STRIDED_SOURCE * e * c * kk + COPY * e_pad * c,
+        PER_CALL * blocks * (calls + kk), c * kk, c * kk, e, True), **per_offset}
     if all(s == 1 for s in spec.stride):
         flat = [math.prod(spec.padded_size[i + 1:]) for i in range(spec.ndim)]
         e_flat = n * (sum((m - 1) * f for m, f in zip(spec.out_size, flat)) + 1)
         flat_length = min(_block_positions(spec, c * kk, itemsize, budget), e_flat)
-        out["flat"] = _terms(_gemm(min(cg * kk, flat_length), og, flops * e_flat / e),
-                             (ADD * e_flat * c * kk + COPY * e_pad * (c + 2 * o))
-                             / split(c * kk, c * kk, e_flat, True),
-                             PER_CALL * math.ceil(e_flat / flat_length) * (2 + kk))
+        out["flat"] = part(_gemm(min(cg * kk, flat_length), og, flops * e_flat / e),
+                           ADD * e_flat * c * kk + COPY * e_pad * (c + 2 * o),
+                           PER_CALL * math.ceil(e_flat / flat_length) * (2 + kk),
+                           c * kk, c * kk, e_flat, True)
         span = tuple(d * (k - 1) for d, k in zip(spec.dilation, spec.kernel))
         halo = n * o * math.prod(s + r for s, r in zip(spec.padded_size, span))
         halo_len = min(_block_positions(spec, o * kk, itemsize, budget), e_pad)
-        out["halo"] = _terms(_gemm(cg, og * kk, flops * e_pad / e),
-                             COPY * (e_pad * o * kk + halo) / split(o * kk, o * kk, e_pad, True),
-                             PER_CALL * math.ceil(e_pad / halo_len) * 3)
+        out["halo"] = part(_gemm(cg, og * kk, flops * e_pad / e), COPY * (e_pad * o * kk + halo),
+                           PER_CALL * math.ceil(e_pad / halo_len) * 3, o * kk, o * kk, e_pad,
+                           True)
     return out
 
 
@@ -328,9 +335,16 @@ def _workers(spec: ConvSpec, per_position: int, reads: int, positions: int, budg
     if workers <= 1 or one_sample:
         return 1
     cap = _block_positions(spec, per_position, itemsize, budget // workers, reads)
-    if math.ceil(positions / cap) >= 2 * workers and cap * reads >= PARALLEL_MIN_COLUMNS:
+    if math.ceil(positions / cap) >= 2 * workers and _worth_threads(spec, cap, reads):
         return workers
     return 1
+
+
+def _worth_threads(spec: ConvSpec, cap: int, reads: int) -> bool:
+    """Whether a thread's block of ``cap`` positions is worth a thread (:meth:`_plan`)."""
+    flops = 2.0 * cap * spec.out_channels * (spec.in_channels // spec.groups) * math.prod(
+        spec.kernel)
+    return cap * reads >= PARALLEL_MIN_COLUMNS or flops >= PARALLEL_MIN_FLOPS
 
 
 def _gemm(rows: float, inner: float, flops: float, q0: float = GEMM_Q0) -> float:
@@ -471,7 +485,8 @@ class _Blocked:
 
         Threaded, each of ``w`` threads holds a block of the budget's ``1/w``, so the scratch
         stays within the budget. Threads are used when there are at least two blocks per
-        thread of at least :data:`PARALLEL_MIN_COLUMNS` column elements each. Alone, a
+        thread of at least :data:`PARALLEL_MIN_COLUMNS` column elements or
+        :data:`PARALLEL_MIN_FLOPS` each. Alone, a
         layer with large weights and short blocks (256 channels on 14x14) runs as fast with
         one two-thread product per block; but OpenBLAS's threads spin for ~0.1 s after each
         multi-threaded call, and a threaded step that follows one then shares the cores with
@@ -485,7 +500,7 @@ class _Blocked:
             cap = _block_positions(spec, per_position, self.dtype.itemsize,
                                    self.budget // workers, reads)
             blocks = list(_blocks(spec.batch, out, cap))
-            if len(blocks) >= 2 * workers and cap * reads >= PARALLEL_MIN_COLUMNS:
+            if len(blocks) >= 2 * workers and _worth_threads(spec, cap, reads):
                 return blocks, workers
         return list(_blocks(spec.batch, out, self._cap(per_position, reads))), 1
 

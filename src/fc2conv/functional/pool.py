@@ -353,19 +353,29 @@ def _fast_max_vjp(spec: _validate.PoolSpec, grad_out: np.ndarray, x: np.ndarray)
         eng.run(strided, _image_blocks(eng, x, spec))
         return _padding.pad_vjp(np, gx_pad, spec.in_size, spec.pads, "zeros")
 
+
+    def route(b: Block, plan: Any, scratch: dict, acc: np.ndarray) -> None:
+        src = eng.source(x, b, plan, scratch, fill=-math.inf)
+        gy = eng.grid(grad_out, b, plan, scratch)  # zeros at the junk points
+        best = scratch_buffer(scratch, "best", gy.shape, x.dtype)
+        runs = _runs(src, plan)
+        _maxima(runs, best)
+        _route(runs, _runs(acc, plan), best, gy, scratch, exact)
+
+    return _grid_gradient(eng, x, route)
+
+
+def _grid_gradient(eng: Any, x: np.ndarray, add: Any) -> np.ndarray:
+    """The input gradient on the flat grid: per block, ``add(block, plan, scratch, acc)``
+    adds into the block's zeroed accumulator, which is then folded into the result."""
     gx = np.zeros(x.shape, dtype=x.dtype)
 
     def work(blocks: list[Block]) -> None:
         scratch: dict = {}
         for b in blocks:
             plan = eng.plan(b)
-            src = eng.source(x, b, plan, scratch, fill=-math.inf)
-            gy = eng.grid(grad_out, b, plan, scratch)  # zeros at the junk points
-            best = scratch_buffer(scratch, "best", gy.shape, x.dtype)
-            runs = _runs(src, plan)
-            _maxima(runs, best)
             acc = eng.gradient(gx, b, plan, scratch)
-            _route(runs, _runs(acc, plan), best, gy, scratch, exact)
+            add(b, plan, scratch, acc)
             eng.fold(gx, b, plan, acc)
 
     eng.run(work)
@@ -422,17 +432,10 @@ def _fast_avg_vjp(spec: _validate.PoolSpec, grad_out: np.ndarray, x: np.ndarray,
         eng.run(strided, _image_blocks(eng, x, spec))
         return _padding.pad_vjp(np, gx_pad, spec.in_size, spec.pads, "zeros")
 
-    gx = np.zeros(x.shape, dtype=x.dtype)
 
-    def work(blocks: list[Block]) -> None:
-        scratch: dict = {}
-        for b in blocks:
-            plan = eng.plan(b)
-            share = eng.grid(grad_out, b, plan, scratch, divide=divisor)
-            acc = eng.gradient(gx, b, plan, scratch)
-            for into in _runs(acc, plan):
-                np.add(into, share, out=into)
-            eng.fold(gx, b, plan, acc)
+    def spread(b: Block, plan: Any, scratch: dict, acc: np.ndarray) -> None:
+        share = eng.grid(grad_out, b, plan, scratch, divide=divisor)
+        for into in _runs(acc, plan):
+            np.add(into, share, out=into)
 
-    eng.run(work)
-    return gx
+    return _grid_gradient(eng, x, spread)
