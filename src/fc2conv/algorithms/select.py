@@ -41,47 +41,47 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
 #: on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('direct', 'correlate'): {
-        'calls': 6.050e-11, 'gathers': 3.175e-11,
-        'passes': 0.000e+00, 'products': 1.125e-10},
+        'calls': 4.852e-11, 'gathers': 3.161e-11,
+        'passes': 1.131e-11, 'products': 6.338e-11},
     ('direct', 'input_grad'): {
-        'calls': 4.672e-11, 'gathers': 3.014e-11,
-        'passes': 1.376e-11, 'products': 2.676e-11},
+        'calls': 3.449e-11, 'gathers': 2.862e-11,
+        'passes': 2.117e-11, 'products': 0.000e+00},
     ('direct', 'weight_grad'): {
-        'calls': 7.682e-11, 'gathers': 2.913e-11,
-        'passes': 8.911e-12, 'products': 7.969e-12},
+        'calls': 7.867e-11, 'gathers': 3.122e-11,
+        'passes': 8.508e-12, 'products': 1.336e-11},
     ('fft', 'correlate'): {
-        'copies': 6.431e-11, 'mix': 1.693e-11,
-        'products': 6.061e-11, 'transforms': 1.341e-11},
+        'copies': 8.606e-11, 'mix': 1.566e-11,
+        'products': 8.638e-11, 'transforms': 1.045e-11},
     ('fft', 'input_grad'): {
-        'copies': 5.250e-11, 'mix': 1.367e-11,
-        'products': 7.506e-11, 'transforms': 1.566e-11},
+        'copies': 6.689e-11, 'mix': 1.215e-11,
+        'products': 8.630e-11, 'transforms': 1.401e-11},
     ('fft', 'weight_grad'): {
-        'copies': 5.268e-11, 'mix': 1.599e-11,
-        'products': 1.181e-10, 'transforms': 1.705e-11},
-    ('im2col', 'correlate'): {'calls': 3.323e-11, 'passes': 2.041e-12, 'products': 4.917e-12},
-    ('im2col', 'input_grad'): {'calls': 1.093e-11, 'passes': 2.827e-12, 'products': 5.168e-12},
-    ('im2col', 'weight_grad'): {'calls': 4.877e-11, 'passes': 2.010e-14, 'products': 6.620e-12},
-    ('shift', 'correlate'): {'calls': 1.742e-11, 'passes': 3.232e-12, 'products': 4.870e-12},
-    ('shift', 'input_grad'): {'calls': 1.129e-11, 'passes': 2.701e-12, 'products': 4.701e-12},
-    ('shift', 'weight_grad'): {'calls': 2.407e-11, 'passes': 0.000e+00, 'products': 6.681e-12},
+        'copies': 4.741e-11, 'mix': 1.096e-11,
+        'products': 5.542e-11, 'transforms': 2.461e-11},
+    ('im2col', 'correlate'): {'calls': 2.337e-11, 'passes': 2.286e-12, 'products': 3.947e-12},
+    ('im2col', 'input_grad'): {'calls': 1.008e-11, 'passes': 2.502e-12, 'products': 4.333e-12},
+    ('im2col', 'weight_grad'): {'calls': 4.700e-11, 'passes': 1.846e-12, 'products': 5.124e-12},
+    ('shift', 'correlate'): {'calls': 1.491e-11, 'passes': 3.571e-12, 'products': 4.011e-12},
+    ('shift', 'input_grad'): {'calls': 8.324e-12, 'passes': 2.078e-12, 'products': 3.690e-12},
+    ('shift', 'weight_grad'): {'calls': 1.673e-11, 'passes': 4.786e-12, 'products': 4.414e-12},
     ('winograd', 'correlate'): {
-        'calls': 0.000e+00, 'copies': 1.283e-11,
-        'products': 5.417e-12, 'transforms': 0.000e+00},
+        'calls': 5.969e-11, 'copies': 2.012e-12,
+        'products': 1.126e-11, 'transforms': 0.000e+00},
     ('winograd', 'input_grad'): {
-        'calls': 0.000e+00, 'copies': 1.385e-11,
-        'products': 5.050e-12, 'transforms': 0.000e+00},
+        'calls': 7.157e-11, 'copies': 0.000e+00,
+        'products': 1.173e-11, 'transforms': 1.214e-13},
     ('winograd', 'weight_grad'): {
-        'calls': 1.022e-11, 'copies': 8.860e-12,
-        'products': 7.694e-12, 'transforms': 0.000e+00},
+        'calls': 5.557e-11, 'copies': 0.000e+00,
+        'products': 1.579e-11, 'transforms': 0.000e+00},
     ('winograd2', 'correlate'): {
-        'calls': 0.000e+00, 'copies': 1.254e-11,
-        'products': 3.460e-12, 'transforms': 0.000e+00},
+        'calls': 3.561e-11, 'copies': 0.000e+00,
+        'products': 6.030e-12, 'transforms': 1.222e-11},
     ('winograd2', 'input_grad'): {
-        'calls': 0.000e+00, 'copies': 1.419e-11,
-        'products': 2.537e-12, 'transforms': 7.448e-13},
+        'calls': 3.379e-11, 'copies': 3.394e-12,
+        'products': 4.141e-12, 'transforms': 1.018e-11},
     ('winograd2', 'weight_grad'): {
-        'calls': 0.000e+00, 'copies': 9.691e-12,
-        'products': 3.612e-12, 'transforms': 0.000e+00},
+        'calls': 3.005e-11, 'copies': 8.037e-12,
+        'products': 8.133e-12, 'transforms': 0.000e+00},
 }
 _DEFAULT_SECONDS_PER_UNIT = 1 / 2e10  # a GEMM flop at ~20 GFLOP/s: used for unfitted pairs
 

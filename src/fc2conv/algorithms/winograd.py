@@ -249,9 +249,16 @@ def terms(spec: ConvSpec, method: str = "winograd", step: str = "correlate"
     transforms = TRANSFORM * 2 * a**d * nt * (a**d * c + m**d * o)
     copies = COPY * nt * (a**d * c + m**d * o)
     weights = (TRANSFORM * 2 * 3**d + COPY) * a**d * o * cg
-    blocks = -(-spec.batch // max(1, BLOCK_BYTES // (4 * a**d * max(c, o) * nt // spec.batch)))
-    return {"products": SCALE * products, "transforms": SCALE * (transforms + weights),
-            "copies": SCALE * copies, "calls": SCALE * PER_CALL * blocks}
+    step = max(1, BLOCK_BYTES // (4 * a**d * max(c, o) * nt // spec.batch))
+    cores = fft_workers()
+    if cores > 1:  # as _images_per_block and _each: threads when blocks >= cores
+        step = min(step, max(1, spec.batch // (2 * cores)))
+    blocks = -(-spec.batch // step)
+    threads = cores if blocks >= cores else 1
+    # threaded blocks share the work (the weights were fitted with whole steps timed)
+    return {"products": SCALE * products / threads,
+            "transforms": SCALE * (transforms + weights) / threads,
+            "copies": SCALE * copies / threads, "calls": SCALE * PER_CALL * blocks}
 
 
 # ---------------------------------------------------------------------------------------------
