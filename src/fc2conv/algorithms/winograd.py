@@ -23,7 +23,9 @@ axis on cache-sized blocks and up to 1.5x faster on whole batches, and far faste
 elementwise passes, whose count grows with the nonzeros.
 
 Images go through in blocks whose tile arrays take about :data:`BLOCK_BYTES`, so each block
-runs largely from cache and the extra memory stays bounded.
+runs largely from cache and the extra memory stays bounded. With NumPy the blocks run on
+fc2conv's worker threads (two blocks per thread where the batch allows), BLAS
+single-threaded.
 
 Speed (float32, NumPy/OpenBLAS, in-process medians of single-thread CPU time on a shared
 2-core machine, so noisy to ~10%): on ResNet's 8x64x56x56 -> 64 layer the forward takes
@@ -265,8 +267,10 @@ def terms(spec: ConvSpec, method: str = "winograd", step: str = "correlate"
 
 #: The transformed tiles of one block of images take about this many bytes: a block's
 #: gather, transforms and GEMMs then run largely from cache (measured 10-15% faster than one
-#: pass over a batch of 56x56x64 layers), and the extra memory is bounded.
-BLOCK_BYTES = 4 << 20
+#: pass over a batch of 56x56x64 layers), and the extra memory is bounded (two blocks are
+#: in flight on two threads: 2 MiB kept ResNet-mid's forward+backward workspace at 2.3x its
+#: output, 4 MiB took 4.5x, at about the same speed).
+BLOCK_BYTES = 2 << 20
 #: Constants of :func:`cost`.
 SCALE = 2.2
 TRANSFORM = 1.5
