@@ -101,9 +101,8 @@ def pad(xp: Any, x: Any, pads: tuple[tuple[int, int], ...], mode: str, *,
     ``mode="zeros"`` pads with the constant ``fill`` (max pooling pads with ``-inf``). With
     ``scratch`` (a NumPy ``x``, zeros mode), the result is the calling thread's reusable
     buffer of that tag (``fc2conv.algorithms.gemm.workspace``), valid until the next call
-    with the same tag: for a padded copy that lives only within one op, it saves the page
-    faults of a fresh large allocation on every call (glibc hands large blocks back to the
-    system on free), which measured up to 2x the copy itself.
+    with the same tag: for a padded copy that lives only within one op, so that repeated ops
+    reuse one buffer instead of allocating a fresh one each call.
     """
     first_axis = x.ndim - len(pads)
     if mode == "zeros":
