@@ -414,7 +414,8 @@ def test_workspace_is_per_thread() -> None:
 
 
 def _peak(fn):
-    gemm.clear_workspace()
+    fn()  # lazy imports and thread start-up are not the op's memory
+    gemm.clear_workspace(all_threads=True)  # (the worker threads' too: traced when remade)
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -422,29 +423,43 @@ def _peak(fn):
         return result, tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-        gemm.clear_workspace()
+        gemm.clear_workspace(all_threads=True)
 
 
+@pytest.mark.parametrize("threads", [None, 2])
 @pytest.mark.parametrize("budget", [None, 3000])
-def test_im2col_peak_memory_within_budget(budget) -> None:
+def test_im2col_peak_memory_within_budget(budget, threads) -> None:
     """The blocked im2col's peak extra memory: the result, plus at most the column budget
-    (default: the output's size), plus small per-block scratch (the weight-gradient sum and
-    product; the input gradient's zero-extended ``grad_out`` of the block's samples). A
-    one-buffer im2col would need 9x the output here."""
+    (default: the output's size; threaded, each thread's blocks get its share), plus small
+    per-block scratch (the weight-gradient sum and product, per thread; the input gradient's
+    zero-extended ``grad_out`` of the block's samples). A one-buffer im2col would need 9x the
+    output here."""
+    if threads:
+        with _small_blocks(budget, threads=threads):  # threads for any layer
+            plan = gemm._Blocked(_spec(np.zeros((4, 16, 40, 40), np.float32),
+                                       np.zeros((16, 16, 3, 3), np.float32)),
+                                 np.float32, "im2col", budget)._plan(16 * 9)
+            assert plan[1] == threads
+            _check_peak(budget, threads)
+    else:
+        _check_peak(budget, 1)
+
+
+def _check_peak(budget, threads) -> None:
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 16, 40, 40)).astype(np.float32)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     spec = _spec(x, w)
     gy = rng.standard_normal(spec.output_shape).astype(np.float32)
     allowed = gemm.column_budget(spec, budget) * 4
-    slack = 64 * 1024
+    slack = 64 * 1024 * threads  # Python objects: blocks, futures, views
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gemm, "CACHE_BYTES", 1 << 40)  # the budget alone sizes the blocks
         y, peak = _peak(lambda: gemm.correlate(np, x, w, spec, "im2col", budget=budget))
         assert peak <= y.nbytes + allowed + slack, (peak, y.nbytes, allowed)
         assert peak < 3 * y.nbytes
         _, peak = _peak(lambda: gemm.weight_grad(np, gy, x, spec, "im2col", budget=budget))
-        assert peak <= allowed + gy.nbytes // 4 + 4 * w.nbytes + slack, (peak, allowed)
+        assert peak <= allowed + gy.nbytes // 4 + 4 * threads * w.nbytes + slack, (peak, allowed)
         for variant in ("halo", "flat", "scatter", "shift"):
             mp.setattr(gemm, "_FORCE_INPUT_GRAD", variant)
             gx, peak = _peak(lambda: gemm.input_grad(np, gy, w, spec, "im2col", budget=budget))

@@ -356,6 +356,8 @@ def _gemm(rows: float, inner: float, flops: float, q0: float = GEMM_Q0) -> float
 # workspaces
 
 _LOCAL = threading.local()
+_CACHES: list[dict] = []  # every thread's cache, for clear_workspace(all_threads=True)
+_CACHES_LOCK = threading.Lock()
 
 
 def workspace(tag: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -374,6 +376,8 @@ def workspace(tag: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     cache = getattr(_LOCAL, "buffers", None)
     if cache is None:
         cache = _LOCAL.buffers = {}
+        with _CACHES_LOCK:
+            _CACHES.append(cache)
     key = (tag, dtype.str)
     buf = cache.get(key)
     if buf is None or buf.size < size:
@@ -386,13 +390,22 @@ def workspace(tag: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def clear_workspace() -> None:
-    """Drop the calling thread's cached scratch buffers."""
-    _LOCAL.buffers = {}
+def clear_workspace(all_threads: bool = False) -> None:
+    """Drop the calling thread's cached scratch buffers, or every thread's (``all_threads``:
+    only while no fc2conv op runs, e.g. the worker threads' after a large layer)."""
+    if all_threads:
+        with _CACHES_LOCK:
+            for cache in _CACHES:
+                cache.clear()
+    elif getattr(_LOCAL, "buffers", None) is not None:
+        _LOCAL.buffers.clear()
 
 
-def workspace_bytes() -> int:
-    """Bytes of scratch the calling thread holds."""
+def workspace_bytes(all_threads: bool = False) -> int:
+    """Bytes of scratch the calling thread holds (or all threads together)."""
+    if all_threads:
+        with _CACHES_LOCK:
+            return sum(b.nbytes for cache in _CACHES for b in list(cache.values()))
     return sum(b.nbytes for b in getattr(_LOCAL, "buffers", {}).values())
 
 
