@@ -319,3 +319,27 @@ def test_blocks_of_images(method, monkeypatch) -> None:
     got = [fc2conv.correlate(x, w, **kw), *ff.correlate_vjp(gy, x, w, **kw)[:2]]
     for a, e in zip(got, want):
         np.testing.assert_allclose(a, e, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", ["winograd", "winograd2"])
+@pytest.mark.parametrize("pads", [((1, 1), (1, 1)), ((0, 2), (3, 0)), ((2, 0), (0, 0))])
+def test_unpadded_input_reads_the_zero_padding(method, pads) -> None:
+    """``padded=False``: the unpadded input with ``spec.pads`` of zeros gives what the
+    padded copy gives (forward, weight gradient) and the input gradient's interior, including
+    asymmetric pads and a pad wider than the kernel's reach."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 9, 7))
+    w = rng.standard_normal((5, 4, 3, 3))
+    spec = _validate.conv_spec(x, w, None, stride=1, padding=pads, dilation=1, groups=1,
+                               padding_mode="zeros")
+    x_pad = np.pad(x, ((0, 0), (0, 0), *pads))
+    gy = rng.standard_normal(spec.output_shape)
+    np.testing.assert_allclose(winograd.correlate(np, x, w, spec, method, padded=False),
+                               winograd.correlate(np, x_pad, w, spec, method), atol=1e-12)
+    np.testing.assert_allclose(winograd.weight_grad(np, gy, x, spec, method, padded=False),
+                               winograd.weight_grad(np, gy, x_pad, spec, method), atol=1e-12)
+    inner = tuple(slice(b, b + n) for (b, _), n in zip(pads, x.shape[2:]))
+    np.testing.assert_allclose(winograd.input_grad(np, gy, w, spec, method, padded=False),
+                               winograd.input_grad(np, gy, w, spec, method)[(..., *inner)],
+                               atol=1e-12)
+    assert winograd.input_grad(np, gy, w, spec, method, padded=False).shape == x.shape

@@ -171,20 +171,40 @@ def unsupported(spec: ConvSpec, method: str) -> str | None:
     return None
 
 
-def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:
-    """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, C_in/G, *K)`` -> ``(N, C_out, *S_out)``."""
+#: The steps also take the unpadded input (``padded=False``, zero padding only): the tile
+#: gather reads zeros outside it, so no padded copy is made (one input-sized buffer less).
+UNPADDED = True
+
+
+def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
+              padded: bool = True) -> Any:
+    """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, C_in/G, *K)`` -> ``(N, C_out, *S_out)``;
+    with ``padded=False`` the unpadded ``x: (N, C_in, *S)`` (``spec.pads`` of zeros)."""
     u = _weights(xp, w, spec.groups, method)
-    return _forward(xp, x_pad, u, spec.out_size, 0, method)
+    return _forward(xp, x_pad, u, spec.out_size, _offsets(spec, padded), method)
 
 
-def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str) -> Any:
-    """Gradient with respect to the padded input: ``(N, C_out, *S_out) -> (N, C_in, *S_pad)``."""
+def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
+               padded: bool = True) -> Any:
+    """Gradient with respect to the padded input: ``(N, C_out, *S_out) -> (N, C_in, *S_pad)``
+    (with ``padded=False``: to the unpadded input, ``-> (N, C_in, *S)``)."""
     u = _weights(xp, w, spec.groups, method, transpose=True)
-    return _forward(xp, grad_out, u, spec.padded_size, 2, method)
+    size = spec.padded_size if padded else spec.in_size
+    # the full correlation of grad_out: placed 2 into zeros, or 2 - pad when only the
+    # unpadded input's cells are wanted
+    offsets = tuple(2 - (0 if padded else before) for before, _ in spec.pads)
+    return _forward(xp, grad_out, u, size, offsets, method)
 
 
-def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str) -> Any:
-    """Gradient with respect to ``w``: ``-> (C_out, C_in/G, *K)``."""
+def _offsets(spec: ConvSpec, padded: bool) -> tuple[int, ...]:
+    """Where the input starts in the zero-padded array the tiles read, per axis."""
+    return tuple(0 if padded else before for before, _ in spec.pads)
+
+
+def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str, *,
+                padded: bool = True) -> Any:
+    """Gradient with respect to ``w``: ``-> (C_out, C_in/G, *K)`` (``x_pad`` as in
+    :func:`correlate`)."""
     at, g, bt = _mats(xp, x_pad, method, spec.ndim)
     m, groups = TILE[method], spec.groups
     tiles = tuple(-(-n // m) for n in spec.out_size)
@@ -192,7 +212,8 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str)
 
     def block(n: int) -> Any:  # (a^d, G, O/G, C/G): the products of a block of images
         images = slice(n, min(n + step, spec.batch))
-        v = _group(xp, bt @ _gather(xp, x_pad[images, ...], m, tiles, 0), groups,
+        v = _group(xp, bt @ _gather(xp, x_pad[images, ...], m, tiles,
+                                    _offsets(spec, padded)), groups,
                    spec.in_channels)  # (a^d, G, C/G, N*T)
         z = _group(xp, at.mT @ _blocks(xp, grad_out[images, ...], m, tiles), groups,
                    spec.out_channels)  # (a^d, G, O/G, N*T)
@@ -298,10 +319,10 @@ def _weights(xp: Any, w: Any, groups: int, method: str, transpose: bool = False)
     return u.mT if transpose else u
 
 
-def _forward(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: int,
+def _forward(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: tuple[int, ...],
              method: str) -> Any:
-    """Stride-1 3-tap correlation of ``x: (N, C, *S)``, placed ``offset`` samples into zeros
-    on every axis, with transformed weights ``u: (a^d, G, O/G, C/G)``, for ``out_size``
+    """Stride-1 3-tap correlation of ``x: (N, C, *S)``, placed ``offset[i]`` samples into
+    zeros along axis ``i`` (negative: cut), with transformed weights ``u: (a^d, G, O/G, C/G)``, for ``out_size``
     outputs -> ``(N, O, *out_size)``, a block of images at a time."""
     m, (n, c) = TILE[method], x.shape[:2]
     o = u.shape[1] * u.shape[2]
@@ -319,8 +340,8 @@ def _forward(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: int,
     return y
 
 
-def _forward_block(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: int,
-                   method: str) -> Any:
+def _forward_block(xp: Any, x: Any, u: Any, out_size: tuple[int, ...],
+                   offset: tuple[int, ...], method: str) -> Any:
     """:func:`_forward` on all of ``x`` at once."""
     d, m = len(out_size), TILE[method]
     at, _, bt = _mats(xp, x, method, d)
@@ -355,14 +376,15 @@ def _images_per_block(xp: Any, x: Any, channels: int, tiles: tuple[int, ...], m:
     return min(step, max(1, x.shape[0] // (2 * workers))) if workers > 1 else step
 
 
-def _gather(xp: Any, x: Any, m: int, tiles: tuple[int, ...], offset: int) -> Any:
-    """Overlapping ``alpha``-wide tiles at hop ``m`` of ``x: (N, C, *S)`` placed ``offset``
-    samples into zeros: ``(a^d, C * N * T)``, sample ``(a_0, a_1, ...)`` of tile ``(t_0, t_1,
-    ...)`` reading ``x[n, c, t_0*m + a_0 - offset, ...]``. One slice copy per sample offset."""
+def _gather(xp: Any, x: Any, m: int, tiles: tuple[int, ...], offset: tuple[int, ...]) -> Any:
+    """Overlapping ``alpha``-wide tiles at hop ``m`` of ``x: (N, C, *S)`` placed ``offset[i]``
+    samples into zeros along axis ``i``: ``(a^d, C * N * T)``, sample ``(a_0, a_1, ...)`` of
+    tile ``(t_0, t_1, ...)`` reading ``x[n, c, t_0*m + a_0 - offset_0, ...]`` (zero outside
+    ``x``). One slice copy per sample offset."""
     d, alpha = len(tiles), m + 2
     xc = xp.permute_dims(x, (1, 0, *range(2, x.ndim)))
-    reads = [[_reads(a, m, t, offset, n) for a in range(alpha)]
-             for t, n in zip(tiles, x.shape[2:])]
+    reads = [[_reads(a, m, t, o, n) for a in range(alpha)]
+             for t, n, o in zip(tiles, x.shape[2:], offset)]
     inside = all(r[0] == slice(0, t) for rs, t in zip(reads, tiles) for r in rs)
     make = xp.empty if inside else xp.zeros  # tile samples outside x read zeros
     out = make((*(alpha,) * d, *xc.shape[:2], *tiles), dtype=x.dtype,

@@ -276,9 +276,13 @@ def _forward_steps(spec: _validate.ConvSpec, x: Any, w: Any, bias: Any, *, flip:
     xp = spec.xp
     if flip:
         w = _flip(xp, w)
-    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode, scratch="x_pad")
     method = choose(spec, "correlate")
-    y = implementation(spec, method).correlate(xp, x_pad, w, spec, method)
+    module = implementation(spec, method)
+    if _reads_padding(module, spec):
+        y = module.correlate(xp, x, w, spec, method, padded=False)
+    else:
+        x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode, scratch="x_pad")
+        y = module.correlate(xp, x_pad, w, spec, method)
     return _add_bias(xp, y, bias, x)
 
 
@@ -295,15 +299,29 @@ def _backward_steps(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bia
     if flip:
         w = _flip(xp, w)
     method = choose(spec, "input_grad")
-    grad_x_pad = implementation(spec, method).input_grad(xp, grad_out, w, spec, method)
-    grad_x = _padding.pad_vjp(xp, grad_x_pad, spec.in_size, spec.pads, spec.padding_mode)
-    del grad_x_pad  # (padded after the input gradient: the two need not be held together)
-    x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode, scratch="x_pad")
+    module = implementation(spec, method)
+    if _reads_padding(module, spec):
+        grad_x = module.input_grad(xp, grad_out, w, spec, method, padded=False)
+    else:
+        grad_x_pad = module.input_grad(xp, grad_out, w, spec, method)
+        grad_x = _padding.pad_vjp(xp, grad_x_pad, spec.in_size, spec.pads, spec.padding_mode)
+        del grad_x_pad  # (x is padded after this: the two need not be held together)
     method = choose(spec, "weight_grad")
-    grad_w = implementation(spec, method).weight_grad(xp, grad_out, x_pad, spec, method)
+    module = implementation(spec, method)
+    if _reads_padding(module, spec):
+        grad_w = module.weight_grad(xp, grad_out, x, spec, method, padded=False)
+    else:
+        x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode, scratch="x_pad")
+        grad_w = module.weight_grad(xp, grad_out, x_pad, spec, method)
     if flip:
         grad_w = _flip(xp, grad_w)
     return grad_x, grad_w, _bias_grad(xp, grad_out, bias)
+
+
+def _reads_padding(module: Any, spec: _validate.ConvSpec) -> bool:
+    """Whether the algorithm takes the unpadded input and reads the zero padding itself
+    (``UNPADDED`` modules: no padded copy of the input is made)."""
+    return spec.padding_mode == "zeros" and getattr(module, "UNPADDED", False)
 
 
 def _flip(xp: Any, w: Any) -> Any:
