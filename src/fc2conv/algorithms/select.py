@@ -41,47 +41,47 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
 #: on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('direct', 'correlate'): {
-        'calls': 4.852e-11, 'gathers': 3.161e-11,
-        'passes': 1.131e-11, 'products': 6.338e-11},
+        'calls': 4.737e-11, 'gathers': 2.986e-11,
+        'passes': 9.704e-12, 'products': 6.454e-11},
     ('direct', 'input_grad'): {
-        'calls': 3.449e-11, 'gathers': 2.862e-11,
-        'passes': 2.117e-11, 'products': 0.000e+00},
+        'calls': 4.036e-11, 'gathers': 2.832e-11,
+        'passes': 1.696e-11, 'products': 7.031e-12},
     ('direct', 'weight_grad'): {
-        'calls': 7.867e-11, 'gathers': 3.122e-11,
-        'passes': 8.508e-12, 'products': 1.336e-11},
+        'calls': 7.483e-11, 'gathers': 2.908e-11,
+        'passes': 8.134e-12, 'products': 9.283e-12},
     ('fft', 'correlate'): {
-        'copies': 8.606e-11, 'mix': 1.566e-11,
-        'products': 8.638e-11, 'transforms': 1.045e-11},
+        'copies': 5.542e-11, 'mix': 1.503e-11,
+        'products': 3.786e-11, 'transforms': 1.373e-11},
     ('fft', 'input_grad'): {
-        'copies': 6.689e-11, 'mix': 1.215e-11,
-        'products': 8.630e-11, 'transforms': 1.401e-11},
+        'copies': 4.304e-11, 'mix': 1.338e-11,
+        'products': 6.435e-11, 'transforms': 1.595e-11},
     ('fft', 'weight_grad'): {
-        'copies': 4.741e-11, 'mix': 1.096e-11,
-        'products': 5.542e-11, 'transforms': 2.461e-11},
-    ('im2col', 'correlate'): {'calls': 2.337e-11, 'passes': 2.286e-12, 'products': 3.947e-12},
-    ('im2col', 'input_grad'): {'calls': 1.008e-11, 'passes': 2.502e-12, 'products': 4.333e-12},
-    ('im2col', 'weight_grad'): {'calls': 4.700e-11, 'passes': 1.846e-12, 'products': 5.124e-12},
-    ('shift', 'correlate'): {'calls': 1.491e-11, 'passes': 3.571e-12, 'products': 4.011e-12},
-    ('shift', 'input_grad'): {'calls': 8.324e-12, 'passes': 2.078e-12, 'products': 3.690e-12},
-    ('shift', 'weight_grad'): {'calls': 1.673e-11, 'passes': 4.786e-12, 'products': 4.414e-12},
+        'copies': 3.872e-11, 'mix': 1.444e-11,
+        'products': 1.281e-10, 'transforms': 1.754e-11},
+    ('im2col', 'correlate'): {'calls': 1.757e-11, 'passes': 1.901e-12, 'products': 4.073e-12},
+    ('im2col', 'input_grad'): {'calls': 8.686e-12, 'passes': 1.925e-12, 'products': 4.674e-12},
+    ('im2col', 'weight_grad'): {'calls': 4.169e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
+    ('shift', 'correlate'): {'calls': 1.506e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
+    ('shift', 'input_grad'): {'calls': 9.240e-12, 'passes': 2.065e-12, 'products': 3.807e-12},
+    ('shift', 'weight_grad'): {'calls': 1.547e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
     ('winograd', 'correlate'): {
-        'calls': 5.969e-11, 'copies': 2.012e-12,
-        'products': 1.126e-11, 'transforms': 0.000e+00},
+        'calls': 3.962e-11, 'copies': 5.149e-12,
+        'products': 9.604e-12, 'transforms': 2.023e-13},
     ('winograd', 'input_grad'): {
-        'calls': 7.157e-11, 'copies': 0.000e+00,
-        'products': 1.173e-11, 'transforms': 1.214e-13},
+        'calls': 3.924e-11, 'copies': 0.000e+00,
+        'products': 7.118e-12, 'transforms': 4.482e-12},
     ('winograd', 'weight_grad'): {
-        'calls': 5.557e-11, 'copies': 0.000e+00,
-        'products': 1.579e-11, 'transforms': 0.000e+00},
+        'calls': 4.319e-11, 'copies': 0.000e+00,
+        'products': 1.503e-11, 'transforms': 0.000e+00},
     ('winograd2', 'correlate'): {
-        'calls': 3.561e-11, 'copies': 0.000e+00,
-        'products': 6.030e-12, 'transforms': 1.222e-11},
+        'calls': 1.717e-11, 'copies': 8.825e-12,
+        'products': 6.390e-12, 'transforms': 2.802e-12},
     ('winograd2', 'input_grad'): {
-        'calls': 3.379e-11, 'copies': 3.394e-12,
-        'products': 4.141e-12, 'transforms': 1.018e-11},
+        'calls': 1.648e-11, 'copies': 1.152e-11,
+        'products': 5.798e-12, 'transforms': 0.000e+00},
     ('winograd2', 'weight_grad'): {
-        'calls': 3.005e-11, 'copies': 8.037e-12,
-        'products': 8.133e-12, 'transforms': 0.000e+00},
+        'calls': 9.819e-12, 'copies': 7.816e-12,
+        'products': 9.445e-12, 'transforms': 0.000e+00},
 }
 _DEFAULT_SECONDS_PER_UNIT = 1 / 2e10  # a GEMM flop at ~20 GFLOP/s: used for unfitted pairs
 
