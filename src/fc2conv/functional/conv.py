@@ -278,11 +278,8 @@ def _forward_steps(spec: _validate.ConvSpec, x: Any, w: Any, bias: Any, *, flip:
         w = _flip(xp, w)
     method = choose(spec, "correlate")
     module = implementation(spec, method)
-    if _reads_padding(module, spec):
-        y = module.correlate(xp, x, w, spec, method, padded=False)
-    else:
-        x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode, scratch="x_pad")
-        y = module.correlate(xp, x_pad, w, spec, method)
+    y = _on_input(module, spec, x, lambda x_in, **kw: module.correlate(
+        xp, x_in, w, spec, method, **kw))
     return _add_bias(xp, y, bias, x)
 
 
@@ -308,11 +305,8 @@ def _backward_steps(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bia
         del grad_x_pad  # (x is padded after this: the two need not be held together)
     method = choose(spec, "weight_grad")
     module = implementation(spec, method)
-    if _reads_padding(module, spec):
-        grad_w = module.weight_grad(xp, grad_out, x, spec, method, padded=False)
-    else:
-        x_pad = _padding.pad(xp, x, spec.pads, spec.padding_mode, scratch="x_pad")
-        grad_w = module.weight_grad(xp, grad_out, x_pad, spec, method)
+    grad_w = _on_input(module, spec, x, lambda x_in, **kw: module.weight_grad(
+        xp, grad_out, x_in, spec, method, **kw))
     if flip:
         grad_w = _flip(xp, grad_w)
     return grad_x, grad_w, _bias_grad(xp, grad_out, bias)
@@ -322,6 +316,14 @@ def _reads_padding(module: Any, spec: _validate.ConvSpec) -> bool:
     """Whether the algorithm takes the unpadded input and reads the zero padding itself
     (``UNPADDED`` modules: no padded copy of the input is made)."""
     return spec.padding_mode == "zeros" and getattr(module, "UNPADDED", False)
+
+
+def _on_input(module: Any, spec: _validate.ConvSpec, x: Any, step: Any) -> Any:
+    """``step(input, **options)`` on ``x`` as the algorithm takes it: unpadded with
+    ``padded=False``, or a padded copy (a reused per-thread buffer for NumPy)."""
+    if _reads_padding(module, spec):
+        return step(x, padded=False)
+    return step(_padding.pad(spec.xp, x, spec.pads, spec.padding_mode, scratch="x_pad"))
 
 
 def _flip(xp: Any, w: Any) -> Any:
