@@ -31,7 +31,7 @@ CASES = [
 
 
 def timed(fn, repeat):
-    return median_time(fn, repeat, warmup=1)
+    return median_time(fn, repeat)[0]
 
 
 def torch_local(x, w, stride, padding, kernel, out_size):

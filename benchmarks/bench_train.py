@@ -110,8 +110,8 @@ def run(name, data, repeat):
     topt = torch.optim.Adam(twin.parameters(), lr=1e-2)
     x, y = data.x_train, data.y_train
     tx, ty = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
-    t_ours = median_time(lambda: epoch_ours(ours, opt, x, y), repeat, warmup=1)
-    t_torch = median_time(lambda: epoch_torch(twin, topt, tx, ty), repeat, warmup=1)
+    t_ours = median_time(lambda: epoch_ours(ours, opt, x, y), repeat)[0]
+    t_torch = median_time(lambda: epoch_torch(twin, topt, tx, ty), repeat)[0]
     return {"model": name, "fc2conv_ms": 1e3 * t_ours, "torch_ms": 1e3 * t_torch,
             "ratio": t_ours / t_torch, "initial_max_abs_diff": gap}
 
