@@ -3,9 +3,9 @@
 Every algorithm module estimates the work of a step in parts (``terms(spec, method, step)``);
 ``select.SECONDS_PER_UNIT[method, step]`` turns each part into seconds. This script times
 every method on every step of a set of layers (the DESIGN.md suite, smaller variants of it and
-the image filters), fits the seconds per unit of each part of the estimated work (:func:`fit`), and reports for
-every layer the fastest method, what ``auto`` picks with the fitted constants, and how much
-slower that pick is (the target: within 10 % everywhere).
+the image filters), fits the seconds per unit of each part of the estimated work
+(:func:`fit`), and reports for every layer the fastest method, what ``auto`` picks with the
+fitted constants, and how much slower that pick is (the target: within 10 % everywhere).
 
     python benchmarks/calibrate_select.py                 # fit and report, ~5 min on 2 cores
     python benchmarks/calibrate_select.py --check         # report with select.py's constants
@@ -178,9 +178,12 @@ def main(argv=None) -> int:
             results.append(measure(case, args.repeat))
             print(f"measured {case.name}", file=sys.stderr, flush=True)
     if args.save:
-        Path(args.save).write_text(json.dumps(
-            {r["case"].name: {f"{m}/{s}": t for (m, s), (t, _) in r["found"].items()}
-             for r in results}, indent=1))
+        from fc2conv._atomic import atomic_open
+
+        timings = {r["case"].name: {f"{m}/{s}": t for (m, s), (t, _) in r["found"].items()}
+                   for r in results}
+        with atomic_open(args.save) as fh:
+            fh.write(json.dumps(timings, indent=1).encode())
     constants = dict(select.SECONDS_PER_UNIT) if args.check else fit(results)
     if not args.check:
         print("SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {")

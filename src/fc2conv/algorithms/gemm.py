@@ -259,10 +259,9 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
         rows, inner = (cg, og) if step == "input_grad" else (og, cg)
         if step == "weight_grad":
             rows, inner = min(cg, og), math.prod(spec.out_size)
-        threaded = n * math.prod(spec.out_size) * c >= PARALLEL_MIN_COLUMNS
-        return {"pointwise": _terms(_gemm(rows, inner, flops) * (1 if threaded else cores),
-                                    0.0, PER_CALL * 2 * n)}
-
+        threads = _pointwise_workers(spec)
+        return {"pointwise": _terms(_gemm(rows, inner, flops) * cores / threads, 0.0,
+                                    PER_CALL * 2 * n)}
 
     def part(products: float, passes: float, calls: float, per_pos: int, reads: int,
              positions: int, by_samples: bool = False) -> dict[str, float]:
@@ -328,9 +327,9 @@ def _estimates(spec: ConvSpec, method: str, step: str, budget: int,
 
 
 def _workers(spec: ConvSpec, per_position: int, reads: int, positions: int, budget: int,
-             itemsize: int, one_sample: bool) -> int:
-    """The threads :meth:`_Blocked._plan` gives a step of ``positions`` output positions
-    (blocks counted without the box alignment of :func:`_blocks`)."""
+             itemsize: int, one_sample: bool = False) -> int:
+    """The threads a step of ``positions`` output positions runs on (:meth:`_Blocked._plan`;
+    ``one_sample``: its blocks must stay per sample and there is one)."""
     workers = fft_workers() if PARALLEL else 1
     if workers <= 1 or one_sample:
         return 1
@@ -338,6 +337,14 @@ def _workers(spec: ConvSpec, per_position: int, reads: int, positions: int, budg
     if math.ceil(positions / cap) >= 2 * workers and _worth_threads(spec, cap, reads):
         return workers
     return 1
+
+
+def _pointwise_workers(spec: ConvSpec) -> int:
+    """The threads a 1x1 layer's products run on: all, once its input has
+    :data:`PARALLEL_MIN_COLUMNS` elements."""
+    workers = fft_workers() if PARALLEL else 1
+    size = spec.batch * math.prod(spec.out_size) * spec.in_channels
+    return workers if size >= PARALLEL_MIN_COLUMNS else 1
 
 
 def _worth_threads(spec: ConvSpec, cap: int, reads: int) -> bool:
@@ -488,10 +495,6 @@ class _Blocked:
 
     # -- geometry ---------------------------------------------------------------------------
 
-    def _cap(self, per_position: int, reads: int | None = None) -> int:
-        return _block_positions(self.spec, per_position, self.dtype.itemsize, self.budget,
-                                reads)
-
     def _plan(self, per_position: int, reads: int | None = None,
               out: tuple[int, ...] | None = None) -> tuple[list, int]:
         """The blocks of a step and how many threads run them (see :meth:`_run`).
@@ -508,22 +511,19 @@ class _Blocked:
         spec = self.spec
         out = spec.out_size if out is None else out
         reads = per_position if reads is None else reads
-        workers = fft_workers() if PARALLEL else 1
-        if workers > 1:
-            cap = _block_positions(spec, per_position, self.dtype.itemsize,
-                                   self.budget // workers, reads)
-            blocks = list(_blocks(spec.batch, out, cap))
-            if len(blocks) >= 2 * workers and _worth_threads(spec, cap, reads):
-                return blocks, workers
-        return list(_blocks(spec.batch, out, self._cap(per_position, reads))), 1
+        itemsize = self.dtype.itemsize
+        workers = _workers(spec, per_position, reads, spec.batch * math.prod(out), self.budget,
+                           itemsize)
+        cap = _block_positions(spec, per_position, itemsize, self.budget // workers, reads)
+        return list(_blocks(spec.batch, out, cap)), workers
 
     def _pointwise_parts(self) -> tuple[list, int]:
         """A 1x1 layer's products cut for the worker threads: ``(n0, n1, p0, p1)`` samples
         and a range of positions, two parts per thread (positions split only if samples are
         fewer)."""
         n, p = self.spec.batch, self.p
-        workers = fft_workers() if PARALLEL else 1
-        if workers <= 1 or n * p * self.spec.in_channels < PARALLEL_MIN_COLUMNS:
+        workers = _pointwise_workers(self.spec)
+        if workers <= 1:
             return [(0, n, 0, p)], 1
         pieces = 2 * workers
         if n >= pieces:

@@ -34,7 +34,7 @@ from .._threads import fft_workers
 from .._validate import ConvSpec
 
 __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods", "parts",
-           "predict", "work"]
+           "predict"]
 
 #: Measured seconds per unit of each part of the estimated work, per ``(method, step)``
 #: (the parts are the keys of the modules' ``terms``); from ``benchmarks/calibrate_select.py``
@@ -108,12 +108,6 @@ def parts(spec: ConvSpec, method: str, step: str) -> dict[str, float] | None:
     if module.unsupported(spec, method) is not None:
         return None
     return {name: float(value) for name, value in module.terms(spec, method, step).items()}
-
-
-def work(spec: ConvSpec, method: str, step: str) -> float:
-    """Estimated work of one step of ``method`` on ``spec`` (``inf`` if it cannot run)."""
-    found = parts(spec, method, step)
-    return float("inf") if found is None else sum(found.values())
 
 
 def predict(spec: ConvSpec, method: str, step: str,

@@ -208,7 +208,8 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
     at, g, bt = _mats(xp, x_pad, method, spec.ndim)
     m, groups = TILE[method], spec.groups
     tiles = tuple(-(-n // m) for n in spec.out_size)
-    step = _images_per_block(xp, x_pad, max(spec.in_channels, spec.out_channels), tiles, m)
+    tile_bytes = _tile_bytes(xp, x_pad, max(spec.in_channels, spec.out_channels), tiles, m)
+    step = _images_per_block(spec.batch, tile_bytes, _workers(xp))
 
     def block(n: int) -> Any:  # (a^d, G, O/G, C/G): the products of a block of images
         images = slice(n, min(n + step, spec.batch))
@@ -272,12 +273,10 @@ def terms(spec: ConvSpec, method: str = "winograd", step: str = "correlate"
     transforms = TRANSFORM * 2 * a**d * nt * (a**d * c + m**d * o)
     copies = COPY * nt * (a**d * c + m**d * o)
     weights = (TRANSFORM * 2 * 3**d + COPY) * a**d * o * cg
-    step = max(1, BLOCK_BYTES // (4 * a**d * max(c, o) * nt // spec.batch))
     cores = fft_workers()
-    if cores > 1:  # as _images_per_block and _each: threads when blocks >= cores
-        step = min(step, max(1, spec.batch // (2 * cores)))
+    step = _images_per_block(spec.batch, 4 * a**d * max(c, o) * nt // spec.batch, cores)
     blocks = -(-spec.batch // step)
-    threads = cores if blocks >= cores else 1
+    threads = cores if blocks >= cores else 1  # as _each
     # threaded blocks share the work (the weights were fitted with whole steps timed)
     return {"products": SCALE * products / threads,
             "transforms": SCALE * (transforms + weights) / threads,
@@ -327,7 +326,7 @@ def _forward(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: tuple[i
     m, (n, c) = TILE[method], x.shape[:2]
     o = u.shape[1] * u.shape[2]
     tiles = tuple(-(-k // m) for k in out_size)
-    step = _images_per_block(xp, x, max(c, o), tiles, m)
+    step = _images_per_block(n, _tile_bytes(xp, x, max(c, o), tiles, m), _workers(xp))
     if step >= n:
         return _forward_block(xp, x, u, out_size, offset, method)
     y = xp.empty((n, o, *out_size), dtype=x.dtype, device=array_api_compat.device(x))
@@ -360,20 +359,29 @@ def _each(xp: Any, fn: Any, starts: range) -> list:
     fc2conv's threads with BLAS single-threaded: the copies and transforms around the
     products then use every core too, and no multi-threaded BLAS call leaves OpenBLAS's
     threads spinning into the steps that follow (see ``gemm._Blocked._plan``)."""
-    workers = fft_workers() if array_api_compat.is_numpy_namespace(xp) else 1
+    workers = _workers(xp)
     if workers <= 1 or len(starts) < workers:
         return [fn(i) for i in starts]
     with blas_serial():
         return list(pool().map(fn, starts))
 
 
-def _images_per_block(xp: Any, x: Any, channels: int, tiles: tuple[int, ...], m: int) -> int:
-    """Images per block such that a block's tile arrays stay within :data:`BLOCK_BYTES`, and
-    (NumPy) at least two blocks per worker thread where there are enough images."""
+def _workers(xp: Any) -> int:
+    """Threads the blocks may run on: fc2conv's workers for NumPy, else 1."""
+    return fft_workers() if array_api_compat.is_numpy_namespace(xp) else 1
+
+
+def _tile_bytes(xp: Any, x: Any, channels: int, tiles: tuple[int, ...], m: int) -> int:
+    """Bytes of one image's transformed tiles."""
     per_image = (m + 2) ** len(tiles) * channels * math.prod(tiles)
-    step = max(1, BLOCK_BYTES // (per_image * xp.finfo(x.dtype).bits // 8))
-    workers = fft_workers() if array_api_compat.is_numpy_namespace(xp) else 1
-    return min(step, max(1, x.shape[0] // (2 * workers))) if workers > 1 else step
+    return per_image * xp.finfo(x.dtype).bits // 8
+
+
+def _images_per_block(batch: int, tile_bytes: int, workers: int) -> int:
+    """Images per block such that a block's tile arrays stay within :data:`BLOCK_BYTES`, and
+    at least two blocks per worker thread where there are enough images."""
+    step = max(1, BLOCK_BYTES // max(1, tile_bytes))
+    return min(step, max(1, batch // (2 * workers))) if workers > 1 else step
 
 
 def _gather(xp: Any, x: Any, m: int, tiles: tuple[int, ...], offset: tuple[int, ...]) -> Any:
