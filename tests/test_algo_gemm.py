@@ -41,11 +41,15 @@ def _spec(x_pad, w, stride=1, dilation=1, groups=1):
 
 
 @contextlib.contextmanager
-def _small_blocks(budget=None, input_grad=None, weight_grad=None, threads=None):
+def _small_blocks(budget=None, input_grad=None, weight_grad=None, threads=None, staged=None):
     """Blocks sized by the budget alone (no cache or amortisation minimum), optionally a
-    module-wide budget, forced variants of the gradients, and ``threads`` worker threads
-    for any layer with enough blocks (else the module's own rule)."""
+    module-wide budget, forced variants of the gradients, ``threads`` worker threads for
+    any layer with enough blocks (else the module's own rule), and the two-stage gather
+    for every layer and block it can run (``staged=True``) or none (``False``)."""
     with pytest.MonkeyPatch.context() as mp:
+        if staged is not None:
+            mp.setattr(gemm, "STAGED_MAX_ROW", 1 << 30 if staged else 0)
+            mp.setattr(gemm, "STAGED_MIN_COLUMNS", 0)
         if threads is not None:
             mp.setattr(gemm, "fft_workers", lambda: threads)
             mp.setattr(gemm, "PARALLEL_MIN_COLUMNS", 0)
@@ -147,15 +151,43 @@ def test_blocks_do_not_divide_the_positions() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("staged", [False, True])
 @given(data=st.data(), per_block=st.integers(1, 7))
-def test_blocked_matches_reference(rank, method, data, per_block) -> None:
+def test_blocked_matches_reference(rank, method, staged, data, per_block) -> None:
     """Budgets of a few positions' columns: many blocks, boxes within samples, last blocks
-    shorter; ranks 1-3, groups, stride, dilation, float32 and float64."""
+    shorter; ranks 1-3, groups, stride, dilation, float32 and float64; im2col's columns
+    gathered in one stage or (where the layer and block allow) two."""
     case = data.draw(padded_cases(rank), label="case")
     x_pad, w = case[0], case[1]
     budget = per_block * x_pad.shape[1] * math.prod(w.shape[2:])
-    with _small_blocks():
+    with _small_blocks(staged=staged):
         _check_module(*case, method=method, budget=budget)
+
+
+def test_staged_gather_runs_where_it_pays(monkeypatch) -> None:
+    """LeNet-2's rows of 10 are gathered in two stages; rows of 28 are not; results agree
+    with the one-stage gather (exactness against the oracle: the blocked tests)."""
+    calls = []
+    staged_block = gemm._Windows._staged_block
+    monkeypatch.setattr(gemm._Windows, "_staged_block",
+                        lambda self, *args: calls.append(1) or staged_block(self, *args))
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    for size, staged in ((14, True), (32, False)):
+        x = rng.standard_normal((64, 6, size, size)).astype(np.float32)
+        spec = _spec(x, w)
+        gy = rng.standard_normal(spec.output_shape).astype(np.float32)
+        calls.clear()
+        y = gemm.correlate(np, x, w, spec, "im2col")
+        gw = gemm.weight_grad(np, gy, x, spec, "im2col")
+        assert bool(calls) == staged, (size, len(calls))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(gemm, "STAGED_MAX_ROW", 0)
+            # (the blocks differ in size, so the weight gradient's sums differ in order)
+            np.testing.assert_allclose(y, gemm.correlate(np, x, w, spec, "im2col"),
+                                       rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(gw, gemm.weight_grad(np, gy, x, spec, "im2col"),
+                                       rtol=1e-4, atol=1e-2)
 
 
 @pytest.mark.parametrize(("input_grad", "weight_grad"), [("halo", "im2col"),
@@ -426,23 +458,28 @@ def _peak(fn):
         gemm.clear_workspace(all_threads=True)
 
 
+@pytest.mark.parametrize("staged", [False, True])
 @pytest.mark.parametrize("threads", [None, 2])
 @pytest.mark.parametrize("budget", [None, 3000])
-def test_im2col_peak_memory_within_budget(budget, threads) -> None:
+def test_im2col_peak_memory_within_budget(budget, threads, staged) -> None:
     """The blocked im2col's peak extra memory: the result, plus at most the column budget
     (default: the output's size; threaded, each thread's blocks get its share), plus small
     per-block scratch (the weight-gradient sum and product, per thread; the input gradient's
     zero-extended ``grad_out`` of the block's samples). A one-buffer im2col would need 9x the
-    output here."""
-    if threads:
-        with _small_blocks(budget, threads=threads):  # threads for any layer
-            plan = gemm._Blocked(_spec(np.zeros((4, 16, 40, 40), np.float32),
-                                       np.zeros((16, 16, 3, 3), np.float32)),
-                                 np.float32, "im2col", budget)._plan(16 * 9)
-            assert plan[1] == threads
-            _check_peak(budget, threads)
-    else:
-        _check_peak(budget, 1)
+    output here. ``staged``: the columns gathered in two stages (their staged rows count in
+    the budget)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm, "STAGED_MAX_ROW", 1 << 30 if staged else 0)
+        mp.setattr(gemm, "STAGED_MIN_COLUMNS", 0)
+        if threads:
+            with _small_blocks(budget, threads=threads):  # threads for any layer
+                plan = gemm._Blocked(_spec(np.zeros((4, 16, 40, 40), np.float32),
+                                           np.zeros((16, 16, 3, 3), np.float32)),
+                                     np.float32, "im2col", budget)._plan(16 * 9)
+                assert plan[1] == threads
+                _check_peak(budget, threads)
+        else:
+            _check_peak(budget, 1)
 
 
 def _check_peak(budget, threads) -> None:
