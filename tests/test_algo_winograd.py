@@ -321,6 +321,43 @@ def test_blocks_of_images(method, monkeypatch) -> None:
         np.testing.assert_allclose(a, e, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize(("shape", "pads", "padded"), [
+    ((1, 4, 17, 6), ((1, 1), (1, 1)), True),
+    ((1, 4, 17, 6), ((1, 1), (1, 1)), False),
+    ((2, 3, 10, 5), ((0, 2), (3, 0)), False),
+    ((1, 2, 23), ((2, 0),), False),
+])
+def test_bands_of_one_image(method, workers, shape, pads, padded, monkeypatch) -> None:
+    """Fewer images than worker threads: each image's rows are cut into bands of whole
+    tiles, one per thread (forward, input gradient, weight gradient), with the same results
+    as whole images, padded or reading the zero padding itself."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((5, shape[1], *(3,) * (len(shape) - 2)))
+    spec = _validate.conv_spec(x, w, None, stride=1, padding=pads, dilation=1, groups=1,
+                               padding_mode="zeros")
+    if padded:
+        x = np.pad(x, ((0, 0), (0, 0), *pads))
+    gy = rng.standard_normal(spec.output_shape)
+
+    def steps():
+        return (winograd.correlate(np, x, w, spec, method, padded=padded),
+                winograd.input_grad(np, gy, w, spec, method, padded=padded),
+                winograd.weight_grad(np, gy, x, spec, method, padded=padded))
+
+    whole = steps()
+    monkeypatch.setattr(winograd, "fft_workers", lambda: workers)
+    monkeypatch.setattr(winograd, "BAND_MIN_BYTES", 0)
+    m = winograd.TILE[method]
+    parts = winograd._parts(shape[0], spec.out_size[0], m, 1, workers)
+    assert len(parts) >= workers
+    assert (len({rows.start for _, rows in parts}) > 1) == (shape[0] < workers)  # bands
+    for got, want in zip(steps(), whole):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", ["winograd", "winograd2"])
 @pytest.mark.parametrize("pads", [((1, 1), (1, 1)), ((0, 2), (3, 0)), ((2, 0), (0, 0))])
 def test_unpadded_input_reads_the_zero_padding(method, pads) -> None:

@@ -24,8 +24,9 @@ elementwise passes, whose count grows with the nonzeros.
 
 Images go through in blocks whose tile arrays take about :data:`BLOCK_BYTES`, so each block
 runs largely from cache and the extra memory stays bounded. With NumPy the blocks run on
-fc2conv's worker threads (two blocks per thread where the batch allows), BLAS
-single-threaded.
+fc2conv's worker threads, BLAS single-threaded: two blocks per thread where the batch
+allows; with fewer images than threads, each image is cut into bands of whole tile rows, one
+per thread (a band reads its rows plus the 2 its last tile needs).
 
 Speed (float32, NumPy/OpenBLAS, in-process medians of single-thread CPU time on a shared
 2-core machine, so noisy to ~10%): on ResNet's 8x64x56x56 -> 64 layer the forward takes
@@ -209,18 +210,21 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
     m, groups = TILE[method], spec.groups
     tiles = tuple(-(-n // m) for n in spec.out_size)
     tile_bytes = _tile_bytes(xp, x_pad, max(spec.in_channels, spec.out_channels), tiles, m)
-    step = _images_per_block(spec.batch, tile_bytes, _workers(xp))
+    offset = _offsets(spec, padded)
 
-    def block(n: int) -> Any:  # (a^d, G, O/G, C/G): the products of a block of images
-        images = slice(n, min(n + step, spec.batch))
-        v = _group(xp, bt @ _gather(xp, x_pad[images, ...], m, tiles,
-                                    _offsets(spec, padded)), groups,
+    def block(part: tuple[slice, slice]) -> Any:  # (a^d, G, O/G, C/G): a block's products
+        images, rows = part
+        reads, band_offset = _band(rows, offset[0], x_pad.shape[2])
+        band_tiles = (-(-(rows.stop - rows.start) // m), *tiles[1:])
+        v = _group(xp, bt @ _gather(xp, x_pad[images, :, reads, ...], m, band_tiles,
+                                    (band_offset, *offset[1:])), groups,
                    spec.in_channels)  # (a^d, G, C/G, N*T)
-        z = _group(xp, at.mT @ _blocks(xp, grad_out[images, ...], m, tiles), groups,
-                   spec.out_channels)  # (a^d, G, O/G, N*T)
+        z = _group(xp, at.mT @ _blocks(xp, grad_out[images, :, rows, ...], m, band_tiles),
+                   groups, spec.out_channels)  # (a^d, G, O/G, N*T)
         return _product(z, v.mT)
 
-    p = functools.reduce(lambda a, b: a + b, _each(xp, block, range(0, spec.batch, step)))
+    parts = _parts(spec.batch, spec.out_size[0], m, tile_bytes, _workers(xp))
+    p = functools.reduce(lambda a, b: a + b, _each(xp, block, parts))
     gw = xp.reshape(g.mT @ xp.reshape(p, (p.shape[0], -1)), (g.shape[1], *p.shape[1:]))
     gw = xp.reshape(gw, (*spec.kernel, spec.out_channels, spec.in_channels // groups))
     return xp.permute_dims(gw, (spec.ndim, spec.ndim + 1, *range(spec.ndim)))
@@ -274,8 +278,8 @@ def terms(spec: ConvSpec, method: str = "winograd", step: str = "correlate"
     copies = COPY * nt * (a**d * c + m**d * o)
     weights = (TRANSFORM * 2 * 3**d + COPY) * a**d * o * cg
     cores = fft_workers()
-    step = _images_per_block(spec.batch, 4 * a**d * max(c, o) * nt // spec.batch, cores)
-    blocks = -(-spec.batch // step)
+    blocks = len(_parts(spec.batch, size[0], m, 4 * a**d * max(c, o) * nt // spec.batch,
+                        cores))
     threads = cores if blocks >= cores else 1  # as _each
     # threaded blocks share the work (the weights were fitted with whole steps timed)
     return {"products": SCALE * products / threads,
@@ -291,6 +295,12 @@ def terms(spec: ConvSpec, method: str = "winograd", step: str = "correlate"
 #: in flight on two threads: 2 MiB kept ResNet-mid's forward+backward workspace at 2.3x its
 #: output, 4 MiB took 4.5x, at about the same speed).
 BLOCK_BYTES = 2 << 20
+#: An image with at least this many bytes of tiles is cut into bands of rows for the worker
+#: threads when the batch has fewer images than threads (:func:`_parts`). Measured on one
+#: 64 x 56^2 -> 64 image (1.8 MB of F(4x4) tiles), F(4x4) forward 2.83 -> 1.95 ms, input
+#: gradient 2.74 -> 1.80, weight gradient 3.30 -> 1.87 with two bands on two threads; four
+#: bands (two per thread) gained only 15 %.
+BAND_MIN_BYTES = 1 << 19
 #: Constants of :func:`cost`.
 SCALE = 2.2
 TRANSFORM = 1.5
@@ -326,16 +336,19 @@ def _forward(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: tuple[i
     m, (n, c) = TILE[method], x.shape[:2]
     o = u.shape[1] * u.shape[2]
     tiles = tuple(-(-k // m) for k in out_size)
-    step = _images_per_block(n, _tile_bytes(xp, x, max(c, o), tiles, m), _workers(xp))
-    if step >= n:
+    parts = _parts(n, out_size[0], m, _tile_bytes(xp, x, max(c, o), tiles, m), _workers(xp))
+    if len(parts) == 1:
         return _forward_block(xp, x, u, out_size, offset, method)
     y = xp.empty((n, o, *out_size), dtype=x.dtype, device=array_api_compat.device(x))
 
-    def block(i: int) -> None:
-        images = slice(i, min(i + step, n))
-        y[images, ...] = _forward_block(xp, x[images, ...], u, out_size, offset, method)
+    def block(part: tuple[slice, slice]) -> None:
+        images, rows = part
+        reads, band_offset = _band(rows, offset[0], x.shape[2])
+        y[images, :, rows, ...] = _forward_block(
+            xp, x[images, :, reads, ...], u, (rows.stop - rows.start, *out_size[1:]),
+            (band_offset, *offset[1:]), method)
 
-    _each(xp, block, range(0, n, step))
+    _each(xp, block, parts)
     return y
 
 
@@ -354,16 +367,42 @@ def _forward_block(xp: Any, x: Any, u: Any, out_size: tuple[int, ...],
     return y[(..., *(slice(0, n) for n in out_size))]
 
 
-def _each(xp: Any, fn: Any, starts: range) -> list:
-    """``[fn(i) for i in starts]``; for NumPy with a block or more per worker thread, on
-    fc2conv's threads with BLAS single-threaded: the copies and transforms around the
+def _each(xp: Any, fn: Any, parts: list) -> list:
+    """``[fn(part) for part in parts]``; for NumPy with a block or more per worker thread,
+    on fc2conv's threads with BLAS single-threaded: the copies and transforms around the
     products then use every core too, and no multi-threaded BLAS call leaves OpenBLAS's
     threads spinning into the steps that follow (see ``gemm._Blocked._plan``)."""
     workers = _workers(xp)
-    if workers <= 1 or len(starts) < workers:
-        return [fn(i) for i in starts]
+    if workers <= 1 or len(parts) < workers:
+        return [fn(part) for part in parts]
     with blas_serial():
-        return list(pool().map(fn, starts))
+        return list(pool().map(fn, parts))
+
+
+def _parts(batch: int, rows: int, m: int, tile_bytes: int, workers: int
+           ) -> list[tuple[slice, slice]]:
+    """The blocks of a step: ``(images, output rows)``. Blocks of whole images
+    (:func:`_images_per_block`); with fewer images than worker threads, each image of at
+    least :data:`BAND_MIN_BYTES` of tiles is cut into bands of whole tile rows, so that a
+    single image runs on every core. (Bands to bound the memory of large images measured
+    slower: ResNet-mid's F(2x2) forward 12.7 -> 15.4 ms with two bands per image.)"""
+    step = _images_per_block(batch, tile_bytes, workers)
+    bands = 1
+    if step == 1 and workers > batch and tile_bytes >= BAND_MIN_BYTES:
+        bands = -(-workers // batch)
+    tile_rows = -(-rows // m)
+    band = -(-tile_rows // min(bands, tile_rows)) * m
+    return [(slice(i, min(i + step, batch)), slice(r, min(r + band, rows)))
+            for i in range(0, batch, step) for r in range(0, rows, band)]
+
+
+def _band(rows: slice, offset: int, size: int) -> tuple[slice, int]:
+    """The input rows (first spatial axis, ``size`` of them, placed ``offset`` into zeros)
+    that the tiles of the output rows ``rows`` read, and where that slice starts in the
+    band's own zero-extended frame."""
+    first = max(0, rows.start - offset)
+    last = min(size, max(first, rows.stop + 2 - offset))
+    return slice(first, last), offset - rows.start + first
 
 
 def _workers(xp: Any) -> int:
