@@ -29,9 +29,10 @@ The output positions ``N * prod(S_out)`` are cut into *blocks*: several whole sa
 box of one sample (fixed leading indices, a range on one spatial axis, whole trailing axes),
 so every block is one contiguous run of each output channel and the GEMM writes the output
 (or reads ``grad_out``) in place. A block's scratch (im2col: ``C_in * K`` elements per
-position, shift ``C_in``) is sized to about :data:`CACHE_BYTES` (the columns stay in the L2
-cache between the copy that writes them and the GEMM that reads them: 10-30% faster than one
-large buffer), at least :data:`MIN_BLOCK` positions, at least :data:`AMORTIZE` times the
+position, plus at most ``2/K_0`` of that where the columns are gathered in two stages,
+:class:`_Windows`; shift ``C_in``) is sized to about :data:`CACHE_BYTES` (the columns stay
+in the L2 cache between the copy that writes them and the GEMM that reads them: 10-30%
+faster than one large buffer), at least :data:`MIN_BLOCK` positions, at least :data:`AMORTIZE` times the
 weights (which BLAS packs again for every product), and **never more than the budget**:
 
     budget = the ``budget=`` argument of correlate / input_grad / weight_grad, else the
@@ -217,6 +218,10 @@ def cost(spec: ConvSpec, method: str = "im2col", step: str = "correlate", *,
                    shift:  gemm(Cg, L, F') + COPY * E*(C*K + O) + BLOCK_SUM * B*O*Cg*K
                    with F' = F * (Og + WEIGHT_N0) / Og (products with Og columns)
         all:       + PER_CALL * B * (calls per block: 2, plus K for the scatter or shift)
+
+    Where im2col gathers its columns in two stages (short rows, :class:`_Windows`), its
+    ``COPY * E*C*K`` (forward, weight gradient, halo) is scaled by :data:`STAGED_COPY`, and
+    the staged rows count in the scratch per position that sizes ``L``.
 
     The terms other than ``gemm`` and ``PER_CALL`` (passes over memory: copies, adds,
     scatters) are divided by the threads the step runs on (:meth:`_Blocked._plan`); the
@@ -958,14 +963,14 @@ class _Windows:
         box = (slice(start[0], start[0] + rows + self.reach),
                *(slice(i, i + e) for i, e in zip(start[1:], extent[1:])))
         k1 = (slice(None),) * (self.staged.ndim - len(box) - 3)
-        if self.channel_major:
+        if self.channel_major:  # (G, Cg, *K[1:], N, rows, *S[1:])
             part = self.staged[(slice(None), slice(None), *k1, slice(n0, n1), *box)]
-            row_axis, k_axis = 3 + len(k1), 2
-        else:
+        else:  # (N, G, Cg, *K[1:], rows, *S[1:])
             part = self.staged[(slice(n0, n1), slice(None), slice(None), *k1, *box)]
-            row_axis, k_axis = 3 + len(k1), 3
         staged = workspace(tag + "-staged", part.shape, dtype)
         np.copyto(staged, part)
+        # the K_0 offsets: a new axis before K[1:] stepping d_0 staged rows
+        row_axis, k_axis = 3 + len(k1), 2 if self.channel_major else 3
         shape, strides = list(staged.shape), list(staged.strides)
         shape[row_axis] = rows
         shape.insert(k_axis, self.k0)
