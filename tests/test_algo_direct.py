@@ -189,6 +189,29 @@ def test_module_steps_match_reference(block_bytes, layer, seed) -> None:
             what="weight_grad")
 
 
+@pytest.mark.parametrize("block_bytes", [None, 64, 3000])
+@pytest.mark.parametrize(("size", "kernel", "dilation"), [
+    ((30,), (5,), (2,)), ((9, 11), (3, 3), (1, 1)), ((10, 9), (3, 2), (2, 1)),
+    ((6, 5, 7), (2, 3, 1), (1, 1, 2))])
+def test_depthwise_weight_grad_dots(block_bytes, size, kernel, dilation, monkeypatch) -> None:
+    """Depthwise at stride 1: every offset's dot products come from one vecdot over a view
+    of the block's source (the path is taken, and matches the float64 oracle)."""
+    taken = []
+    windows = direct._offset_windows
+    monkeypatch.setattr(direct, "_offset_windows",
+                        lambda *args: taken.append(1) or windows(*args))
+    rng = np.random.default_rng(11)
+    x_pad = rng.standard_normal((3, 5, *size))
+    w = rng.standard_normal((5, 1, *kernel))
+    spec = _validate.conv_spec(x_pad, w, None, stride=1, padding=0, dilation=dilation,
+                               groups=5, padding_mode="zeros", method="direct")
+    gy = rng.standard_normal(spec.output_shape)
+    with small_blocks(block_bytes) if block_bytes else contextlib.nullcontext():
+        gw = direct.weight_grad(np, gy, x_pad, spec, "direct")
+    assert taken
+    np.testing.assert_allclose(gw, _weight_grad_ref(gy, x_pad, spec), rtol=1e-12, atol=1e-12)
+
+
 def test_threads_give_the_same_numbers() -> None:
     """Blocks on 1 or 3 threads: identical forward and input gradient (each cell is computed
     by one thread in the same order), weight gradients equal to rounding."""
