@@ -122,10 +122,12 @@ def terms(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> di
         + PER_PRODUCT * N * G * K                      # small products inside matmul calls
                                                        # (all steps but a broadcast multiply)
 
-    (a depthwise weight gradient at stride 1 makes 3 calls per block: one ``vecdot``
-    computes every offset's dot products),
+    except that a depthwise weight gradient at stride 1 makes 3 calls per block, one
+    ``vecdot`` computing every offset's dot products, whose ``K * P`` elements are a part of
+    their own (``dots``),
 
-    returned in its parts ``passes``, ``gathers``, ``calls`` and ``products`` (what
+    returned in its parts ``passes``, ``gathers``, ``calls``, ``products`` and, for the weight
+    gradient, ``dots`` (what
     ``benchmarks/calibrate_select.py`` fits a time per unit to)
     with ``per_offset`` = ``og * (cg + 1)`` (correlate: multiply or matmul, then add),
     ``cg * (og + 1)`` (input_grad) or ``og * cg`` (weight_grad: one dot product), and
@@ -145,12 +147,16 @@ def terms(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> di
     calls = len(eng.blocks) * taps * (1 if step == "weight_grad" else 2)
     # matrix products NumPy's matmul loops over, one per (image, group) and offset
     looped = {"correlate": cg > 1, "input_grad": og > 1}.get(step, True)
+    dots = 0
     if step == "weight_grad" and cg == og == 1 and plan.unit:  # one vecdot per block
-        calls = len(eng.blocks) * 3
+        calls, looped, dots, per_offset = len(eng.blocks) * 3, False, taps * grid, 0
     products = spec.batch * spec.groups * taps if looped else 0
-    return {"passes": PASS * (taps * per_offset + copies * og) * grid,
-            "gathers": GATHER * gathers, "calls": PER_CALL * calls,
-            "products": PER_PRODUCT * products}
+    found = {"passes": PASS * (taps * per_offset + copies * og) * grid,
+             "gathers": GATHER * gathers, "calls": PER_CALL * calls,
+             "products": PER_PRODUCT * products}
+    if step == "weight_grad":
+        found["dots"] = PASS * dots
+    return found
 
 
 def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:

@@ -47,8 +47,8 @@ SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
         'calls': 4.036e-11, 'gathers': 2.832e-11,
         'passes': 1.696e-11, 'products': 7.031e-12},
     ('direct', 'weight_grad'): {
-        'calls': 7.483e-11, 'gathers': 2.908e-11,
-        'passes': 8.134e-12, 'products': 9.283e-12},
+        'calls': 7.299e-11, 'dots': 4.181e-11, 'gathers': 3.316e-11,
+        'passes': 6.904e-12, 'products': 1.390e-11},
     ('fft', 'correlate'): {
         'copies': 5.542e-11, 'mix': 1.503e-11,
         'products': 3.786e-11, 'transforms': 1.373e-11},
