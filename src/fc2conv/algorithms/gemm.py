@@ -32,8 +32,9 @@ so every block is one contiguous run of each output channel and the GEMM writes 
 position, plus at most ``2/K_0`` of that where the columns are gathered in two stages,
 :class:`_Windows`; shift ``C_in``) is sized to about :data:`CACHE_BYTES` (the columns stay
 in the L2 cache between the copy that writes them and the GEMM that reads them: 10-30%
-faster than one large buffer), at least :data:`MIN_BLOCK` positions, at least :data:`AMORTIZE` times the
-weights (which BLAS packs again for every product), and **never more than the budget**:
+faster than one large buffer), at least :data:`MIN_BLOCK` positions, at least
+:data:`AMORTIZE` times the weights (which BLAS packs again for every product), and **never
+more than the budget**:
 
     budget = the ``budget=`` argument of correlate / input_grad / weight_grad, else the
              module setting :data:`COLUMN_BUDGET`, else N * C_out * prod(S_out) (the size of
@@ -105,14 +106,15 @@ PARALLEL_MIN_COLUMNS = 1 << 18
 PARALLEL_MIN_FLOPS = 2e7
 #: Gather im2col's columns in two stages (:class:`_Windows`) where the output rows are
 #: shorter than this (NumPy's copies cost ~4.5 ns per run: runs of 10 elements cost 0.48 ns
-#: per element, runs of 16 and more ~0.3) and a block's columns hold at least
-#: :data:`STAGED_MIN_COLUMNS` elements (below that the extra calls cost more than they save).
-#: Measured on LeNet-2 (64 x 6 x 14^2, 5x5, rows of 10): forward 0.94 -> 0.76 ms, weight
-#: gradient 1.18 -> 1.02 ms; on rows of 28 and more it was 0-50 % slower.
+#: per element, runs of 16 and more ~0.3). Measured on LeNet-2 (64 x 6 x 14^2, 5x5, rows
+#: of 10): forward 0.95 -> 0.79 ms, weight gradient 1.18 -> 0.86 ms; on rows of 28 and more
+#: it was 0-50 % slower.
 STAGED_MAX_ROW = 16
+#: ... and where a block's columns hold at least this many elements (below that the extra
+#: calls cost more than they save: LeNet-2 at batch 8, 0.25 -> 0.35 ms).
+STAGED_MIN_COLUMNS = 1 << 15
 #: The cost model's estimate of a staged gather relative to a plain one (measured 0.6-0.7).
 STAGED_COPY = 0.65
-STAGED_MIN_COLUMNS = 1 << 15
 
 
 def unsupported(spec: ConvSpec, method: str) -> str | None:
@@ -838,7 +840,8 @@ class _Blocked:
         else:
             windows = self._windows(x, channel_major=True)
             scratch = _column_scratch(spec.in_channels, spec.kernel, spec.stride, spec.out_size)
-            plan = self._plan(scratch + spec.out_channels, spec.in_channels * kk + spec.out_channels)
+            plan = self._plan(scratch + spec.out_channels,
+                              spec.in_channels * kk + spec.out_channels)
 
         def accumulate(blocks: list) -> np.ndarray:
             total = np.zeros((g, og, cg * kk), self.dtype)
