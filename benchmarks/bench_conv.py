@@ -365,6 +365,8 @@ def main(argv=None) -> int:
                                           "case (default 3) and keep their fastest medians")
     parser.add_argument("--peers-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.peer_process < 0:
+        parser.error(f"--peer-process takes a number of processes >= 1; got {args.peer_process}")
     if args.peer_process and (args.sweep or args.peers_only):
         parser.error("--peer-process times the suite's cases, not --sweep or --peers-only")
     methods = () if args.peers_only else tuple(dict.fromkeys(["auto", *args.methods]))
