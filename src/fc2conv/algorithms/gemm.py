@@ -922,7 +922,6 @@ class _Windows:
                 shape = (x.shape[0], groups, cg, *k1, x.shape[2], *out[1:])
                 strides = (sn, cg * sc, sc, *k1_strides, ss[0], *pos_strides[1:])
             self.staged = as_strided(x, shape=shape, strides=strides, writeable=False)
-            self.reach = dilation[0] * (kernel[0] - 1)
             self.k0, self.d0 = kernel[0], dilation[0]
 
     def block(self, block) -> np.ndarray:
@@ -948,6 +947,11 @@ class _Windows:
         buf = workspace(tag, (*lead, math.prod(tail)), dtype)
         np.copyto(buf.reshape(view.shape), view)
         return buf
+
+    @property
+    def reach(self) -> int:
+        """How many more input rows than output rows a block reads on the first axis."""
+        return self.d0 * (self.k0 - 1)
 
     def _stages(self, block) -> bool:
         """Whether the block is gathered in two stages: when its columns are large enough
