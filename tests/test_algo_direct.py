@@ -212,6 +212,53 @@ def test_depthwise_weight_grad_dots(block_bytes, size, kernel, dilation, monkeyp
     np.testing.assert_allclose(gw, _weight_grad_ref(gy, x_pad, spec), rtol=1e-12, atol=1e-12)
 
 
+def _input_grad_ref(gy, w, spec):
+    """gx_pad[n, g*cg + c, i*s + a*d] += sum_o gy[n, g*og + o, i] * w[g*og + o, c, a], in
+    float64."""
+    cg, og = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    gx = np.zeros((spec.batch, spec.in_channels, *spec.padded_size))
+    for a in np.ndindex(*spec.kernel):
+        index = (Ellipsis, *(slice(o * dl, o * dl + s * (m - 1) + 1, s) for o, s, dl, m in
+                             zip(a, spec.stride, spec.dilation, spec.out_size)))
+        for o in range(spec.out_channels):
+            for c in range(cg):
+                target = gx[:, (o // og) * cg + c][index]
+                target += gy[:, o].astype(np.float64) * float(w[(o, c, *a)])
+    return gx
+
+
+@pytest.mark.parametrize(("size", "kernel", "stride", "padding", "dilation"), [
+    ((14, 14), (5, 5), 1, 0, 1), ((9, 11), (3, 3), 2, 1, 1), ((7, 6, 5), (3, 2, 3), 1, 1, 1),
+    ((40,), (5,), 1, 2, 2)])
+@pytest.mark.parametrize("block_bytes", [None, 64])
+def test_flat_adds_match_reference(size, kernel, stride, padding, dilation, block_bytes,
+                                   monkeypatch) -> None:
+    """Forward and input gradient add each offset's product with one flat ``np.add`` over a
+    contiguous accumulator (zero tails spill into the next item), and fall back to the
+    strided add on a slab of a larger image: both agree with the float64 oracle."""
+    taken = []
+    pair = direct._flat_pair
+    monkeypatch.setattr(direct, "_flat_pair",
+                        lambda *a, **k: taken.append((r := pair(*a, **k)) is not None) or r)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, *size))
+    x_pad = np.pad(x, ((0, 0), (0, 0)) + ((padding, padding),) * len(size))
+    w = rng.standard_normal((6, 2, *kernel))
+    spec = _validate.conv_spec(x_pad, w, None, stride=stride, padding=0, dilation=dilation,
+                               groups=2, padding_mode="zeros", method="direct")
+    gy = rng.standard_normal(spec.output_shape)
+    with small_blocks(block_bytes) if block_bytes else contextlib.nullcontext():
+        y = direct.correlate(np, x_pad, w, spec, "direct")
+        gx = direct.input_grad(np, gy, w, spec, "direct")
+    kw = {"stride": stride, "dilation": dilation, "groups": 2}
+    np.testing.assert_allclose(y, ref.correlate(x_pad, w, **kw), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gx, _input_grad_ref(gy, w, spec), rtol=1e-10, atol=1e-10)
+    if block_bytes is None:
+        assert all(taken)  # blocks of whole images
+    elif stride == 1:
+        assert not all(taken)  # slabs of one image's rows: strided adds
+
+
 def test_threads_give_the_same_numbers() -> None:
     """Blocks on 1 or 3 threads: identical forward and input gradient (each cell is computed
     by one thread in the same order), weight gradients equal to rounding."""
