@@ -18,6 +18,7 @@ Run it on a quiet machine: the constants are ratios of times.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -51,16 +52,29 @@ EXTRA = [
 ]
 
 
-def _time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+#: A method whose first timing is this many times the fastest one's is not timed again.
+HOPELESS = 3.0
+
+
+def _time_together(calls: dict, repeat: int) -> dict:
+    """Each call's fastest of ``repeat`` timings, the calls interleaved round by round
+    (after one warm-up call each), so that a slow spell of the shared machine lands on all of
+    them alike, not on whichever happened to be timed then; the fastest timing is the least
+    disturbed one. A call that is :data:`HOPELESS` behind after the first round, or that
+    takes over 2 s, keeps its first timing: it will not be picked anyway."""
+    for fn in calls.values():
         fn()
-        times.append(time.perf_counter() - start)
-        if times[-1] > 2.0:  # slow candidates are timed once: they will not be picked anyway
-            break
-    return statistics.median(times)
+    times: dict = {name: [] for name in calls}
+    active = list(calls)
+    for round_ in range(repeat):
+        for name in active:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+        if round_ == 0:
+            best = min(t[0] for t in times.values())
+            active = [m for m in active if times[m][0] <= min(HOPELESS * best, 2.0)]
+    return {name: min(t) for name, t in times.items()}
 
 
 def _layer(case: Case):
@@ -95,19 +109,21 @@ def measure(case: Case, repeat: int) -> dict:
     rng, x, w, spec = _layer(case)
     x_pad = _padding.pad(np, x, spec.pads, "zeros")
     gy = rng.standard_normal(spec.output_shape, dtype=np.float32)
-    found = {}
+    modules = {}
     for method in METHODS:
         try:
-            module = implementation(spec, method)
+            modules[method] = implementation(spec, method)
         except ArgumentError:  # unsupported for this layer
             continue
-        calls = {"correlate": lambda m=module, k=method: m.correlate(np, x_pad, w, spec, k),
-                 "input_grad": lambda m=module, k=method: m.input_grad(np, gy, w, spec, k),
-                 "weight_grad": lambda m=module, k=method: m.weight_grad(np, gy, x_pad, spec,
-                                                                         k)}
-        for step in STEPS:
-            with _threads.own_threads(x):  # as inside a convolution op
-                seconds = _time(calls[step], repeat)
+    steps = {"correlate": lambda m, k: m.correlate(np, x_pad, w, spec, k),
+             "input_grad": lambda m, k: m.input_grad(np, gy, w, spec, k),
+             "weight_grad": lambda m, k: m.weight_grad(np, gy, x_pad, spec, k)}
+    found = {}
+    for step, call in steps.items():
+        calls = {k: functools.partial(call, m, k) for k, m in modules.items()}
+        with _threads.own_threads(x):  # as inside a convolution op
+            timed = _time_together(calls, repeat)
+        for method, seconds in timed.items():
             found[method, step] = (seconds, select.parts(spec, method, step))
     return {"case": case, "spec": spec, "found": found}
 
@@ -162,7 +178,8 @@ def report(results: list[dict], constants: dict) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="interleaved rounds per step (the fastest of each is kept)")
     parser.add_argument("--check", action="store_true",
                         help="report with select.py's constants instead of fitting new ones")
     parser.add_argument("--cases", nargs="*", help="case names (default: all)")
