@@ -12,7 +12,8 @@ fitted constants, and how much slower that pick is (the target: within 10 % ever
     python benchmarks/calibrate_select.py --save t.json   # ... and keep the timings
     python benchmarks/calibrate_select.py --load t.json   # fit saved timings again
 
-Run it on a quiet machine: the constants are ratios of times.
+Every case is measured in a fresh process, its methods timed in interleaved rounds (the
+fastest of ``--repeat`` kept). Run it on a quiet machine: the constants are ratios of times.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import functools
 import json
 import math
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -91,7 +93,11 @@ def _layer(case: Case):
 def load(path: str, cases: list[Case]) -> list[dict]:
     """Timings saved by ``--save`` (the work's parts are recomputed: the formulas may have
     changed since)."""
-    saved = json.loads(Path(path).read_text())
+    return _with_parts(json.loads(Path(path).read_text()), cases)
+
+
+def _with_parts(saved: dict, cases: list[Case]) -> list[dict]:
+    """``{case: {"method/step": seconds}}`` -> results with the work's parts."""
     results = []
     for case in cases:
         if case.name not in saved:
@@ -126,6 +132,23 @@ def measure(case: Case, repeat: int) -> dict:
         for method, seconds in timed.items():
             found[method, step] = (seconds, select.parts(spec, method, step))
     return {"case": case, "spec": spec, "found": found}
+
+
+def measure_apart(case: Case, repeat: int) -> dict:
+    """:func:`measure` in a fresh Python process (this script with ``--child``): timings in a
+    long-lived process depend on what ran before in it (its heap, the workspaces it holds;
+    one depthwise layer's direct weight gradient measured 1.6 ms after the image filters and
+    1.1 ms alone), which is noise to the cost model."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", case.name,
+               "--repeat", str(repeat)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"measuring {case.name} failed:\n{done.stderr}")
+    return _with_parts({case.name: json.loads(done.stdout)}, [case])[0]
+
+
+def _timings(result: dict) -> dict:
+    return {f"{m}/{s}": t for (m, s), (t, _) in result["found"].items()}
 
 
 #: How strongly each part's constant is pulled towards the common one of its step (a
@@ -185,20 +208,27 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="*", help="case names (default: all)")
     parser.add_argument("--save", help="write the timings to this JSON file")
     parser.add_argument("--load", help="fit timings saved by --save instead of measuring")
+    parser.add_argument("--in-process", action="store_true",
+                        help="measure every case in this process (default: a fresh one each)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        case = next(c for c in SUITE + EXTRA if c.name == args.child)
+        print(json.dumps(_timings(measure(case, args.repeat))))
+        return 0
     cases = [c for c in SUITE + EXTRA if not args.cases or c.name in args.cases]
     if args.load:
         results = load(args.load, cases)
     else:
         results = []
         for case in cases:
-            results.append(measure(case, args.repeat))
+            results.append(measure(case, args.repeat) if args.in_process
+                           else measure_apart(case, args.repeat))
             print(f"measured {case.name}", file=sys.stderr, flush=True)
     if args.save:
         from fc2conv._atomic import atomic_open
 
-        timings = {r["case"].name: {f"{m}/{s}": t for (m, s), (t, _) in r["found"].items()}
-                   for r in results}
+        timings = {r["case"].name: _timings(r) for r in results}
         with atomic_open(args.save) as fh:
             fh.write(json.dumps(timings, indent=1).encode())
     constants = dict(select.SECONDS_PER_UNIT) if args.check else fit(results)
