@@ -231,15 +231,18 @@ def _input_grad_ref(gy, w, spec):
     ((14, 14), (5, 5), 1, 0, 1), ((9, 11), (3, 3), 2, 1, 1), ((7, 6, 5), (3, 2, 3), 1, 1, 1),
     ((40,), (5,), 1, 2, 2)])
 @pytest.mark.parametrize("block_bytes", [None, 64])
-def test_flat_adds_match_reference(size, kernel, stride, padding, dilation, block_bytes,
+def test_flat_adds_and_staged_rows_match_reference(size, kernel, stride, padding, dilation, block_bytes,
                                    monkeypatch) -> None:
     """Forward and input gradient add each offset's product with one flat ``np.add`` over a
     contiguous accumulator (zero tails spill into the next item), and fall back to the
-    strided add on a slab of a larger image: both agree with the float64 oracle."""
-    taken = []
-    pair = direct._flat_pair
+    strided add on a slab of a larger image; at stride 1 the forward and weight gradient
+    run on staged rows (one product per row of the kernel): all agree with the float64
+    oracle."""
+    taken, staged = [], []
+    pair, stage = direct._flat_pair, direct._stage_rows
     monkeypatch.setattr(direct, "_flat_pair",
                         lambda *a, **k: taken.append((r := pair(*a, **k)) is not None) or r)
+    monkeypatch.setattr(direct, "_stage_rows", lambda *a: staged.append(1) or stage(*a))
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 4, *size))
     x_pad = np.pad(x, ((0, 0), (0, 0)) + ((padding, padding),) * len(size))
@@ -250,9 +253,12 @@ def test_flat_adds_match_reference(size, kernel, stride, padding, dilation, bloc
     with small_blocks(block_bytes) if block_bytes else contextlib.nullcontext():
         y = direct.correlate(np, x_pad, w, spec, "direct")
         gx = direct.input_grad(np, gy, w, spec, "direct")
+        gw = direct.weight_grad(np, gy, x_pad, spec, "direct")
     kw = {"stride": stride, "dilation": dilation, "groups": 2}
     np.testing.assert_allclose(y, ref.correlate(x_pad, w, **kw), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gx, _input_grad_ref(gy, w, spec), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, _weight_grad_ref(gy, x_pad, spec), rtol=1e-10, atol=1e-10)
+    assert bool(staged) == (stride == 1)
     if block_bytes is None:
         assert all(taken)  # blocks of whole images
     elif stride == 1:

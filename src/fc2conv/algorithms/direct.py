@@ -116,42 +116,46 @@ def terms(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> di
     per channel of a group (``q`` the phase size: the output plus the kernel's reach; junk columns
     included), ``cg = C_in/G``, ``og = C_out/G`` and ``K = prod(kernel)``::
 
-        PASS * (K * per_offset * P + copies * og * P)    # element passes over cached blocks
+        PASS * (K * og * cg + M * adds + copies * og + staging) * P   # element passes
         + GATHER * N * C_in * prod(S_pad)                # stride > 1: phase gather or fold
-        + PER_CALL * blocks * K * (2, or 1 for weight_grad)   # NumPy calls
-        + PER_PRODUCT * N * G * K                      # small products inside matmul calls
+        + PER_CALL * blocks * (M * (2, or 1 for weight_grad) + staged)   # NumPy calls
+        + PER_PRODUCT * N * G * M                      # small products inside matmul calls
                                                        # (all steps but a broadcast multiply)
 
-    except that a depthwise weight gradient at stride 1 makes 3 calls per block, one
-    ``vecdot`` computing every offset's dot products, whose ``K * P`` elements are a part of
-    their own (``dots``),
-
-    returned in its parts ``passes``, ``gathers``, ``calls``, ``products`` and, for the weight
-    gradient, ``dots`` (what
-    ``benchmarks/calibrate_select.py`` fits a time per unit to)
-    with ``per_offset`` = ``og * (cg + 1)`` (correlate: multiply or matmul, then add),
-    ``cg * (og + 1)`` (input_grad) or ``og * cg`` (weight_grad: one dot product), and
-    ``copies`` = 1, 2, 1 (cropping the grid, laying ``grad_out`` on it). The weights were
+    where ``M`` is the number of products made: ``K``, or ``K / K_last`` for a forward or
+    weight gradient on staged rows (:func:`_stage_rows`, whose copy is ``staging = cg *
+    K_last`` passes; else 0), ``adds`` = ``og``, ``cg``, 0 the passes adding one product into
+    the sum, and ``copies`` = 1, 2, 1 (cropping the grid, laying ``grad_out`` on it); except
+    that a depthwise weight gradient at stride 1 makes 3 calls per block, one ``vecdot``
+    computing every offset's dot products, whose ``K * P`` elements are a part of their own
+    (``dots``). Returned in its parts ``passes``, ``gathers``, ``calls``, ``products`` and,
+    for the weight gradient, ``dots`` (what ``benchmarks/calibrate_select.py`` fits a time per
+    unit to). The weights were
     fitted by least squares to single-threaded timings of nine depthwise and grouped layers
     (1-3-D, strides 1-2, K 3-9) on the 2-core AVX-512 test machine: the model is within
     ~0.4x-1.7x of the measured times.
     """
-    eng = Engine(Layer.of_conv(spec), np.float32)
+    layer = Layer.of_conv(spec)
+    staged = step != "input_grad" and _staged(layer)
+    eng = Engine(layer, np.float32, staged)
     plan = _plan(spec.kernel, spec.stride, spec.dilation, spec.out_size)
     cg, og = spec.in_channels // spec.groups, spec.out_channels // spec.groups
     grid = spec.batch * spec.groups * spec.out_size[0] * math.prod(plan.q[1:])
     taps = math.prod(spec.kernel)
-    per_offset = {"input_grad": cg * (og + 1), "weight_grad": og * cg}.get(step, og * (cg + 1))
+    # per grid point and offset: multiply-adds, and the adds of one product into the sum
+    macs, adds = og * cg, {"input_grad": cg, "weight_grad": 0}.get(step, og)
+    # the products actually made: one per offset, or per row of the kernel when staged
+    made, staging = (taps // spec.kernel[-1], cg * spec.kernel[-1]) if staged else (taps, 0)
     copies = 2 if step == "input_grad" else 1
     gathers = 0 if plan.unit else spec.batch * spec.in_channels * math.prod(spec.padded_size)
-    calls = len(eng.blocks) * taps * (1 if step == "weight_grad" else 2)
+    calls = len(eng.blocks) * (made * (1 if step == "weight_grad" else 2) + (1 if staged else 0))
     # matrix products NumPy's matmul loops over, one per (image, group) and offset
     looped = {"correlate": cg > 1, "input_grad": og > 1}.get(step, True)
     dots = 0
     if step == "weight_grad" and cg == og == 1 and plan.unit:  # one vecdot per block
-        calls, looped, dots, per_offset = len(eng.blocks) * 3, False, taps * grid, 0
-    products = spec.batch * spec.groups * taps if looped else 0
-    found = {"passes": PASS * (taps * per_offset + copies * og) * grid,
+        calls, looped, dots, macs = len(eng.blocks) * 3, False, taps * grid, 0
+    products = spec.batch * spec.groups * made if looped else 0
+    found = {"passes": PASS * (taps * macs + made * adds + copies * og + staging) * grid,
              "gathers": GATHER * gathers, "calls": PER_CALL * calls,
              "products": PER_PRODUCT * products}
     if step == "weight_grad":
@@ -273,14 +277,15 @@ class Engine:
     of reusable buffers.
     """
 
-    def __init__(self, layer: Layer, dtype: Any) -> None:
+    def __init__(self, layer: Layer, dtype: Any, staged: bool = False) -> None:
         self.layer = L = layer
         self.dtype = np.dtype(dtype)
         full = _plan(L.kernel, L.stride, L.dilation, L.out_size)
         self.unpadded = all(p == (0, 0) for p in L.pads) and full.q[1:] == L.in_size[1:]
         rows_q = math.prod(full.q[1:])
         grid = L.og * L.out_size[0] * rows_q  # grid points of one (image, group) item
-        item = self.dtype.itemsize * (L.cg * len(full.phases) * math.prod(full.q) + 3 * grid)
+        phases = len(full.phases) + (L.kernel[-1] if staged else 0)  # (+ the staged runs)
+        item = self.dtype.itemsize * (L.cg * phases * math.prod(full.q) + 3 * grid)
         # Cache-sized blocks, but never so small that the per-call overhead dominates: an
         # item larger than the budget is cut into slabs only if it has MIN_GRID points.
         items = BLOCK_BYTES // item
@@ -302,12 +307,14 @@ class Engine:
         L = self.layer
         return _plan(L.kernel, L.stride, L.dilation, (b.i1 - b.i0, *L.out_size[1:]))
 
-    def run(self, work: Any, blocks: list[Block] | None = None) -> list[Any]:
+    def run(self, work: Any, blocks: list[Block] | None = None, threads: bool = True) -> list[Any]:
         """``work(blocks)`` over all blocks (or the given ones), split by (image, group) on
-        threads."""
+        threads (unless ``threads`` is false: steps made of many small BLAS products, which
+        measured 1.1-1.7x slower on two threads than on one, e.g. LeNet-2's forward 0.70 ->
+        0.95 ms; OpenBLAS serialises small concurrent calls)."""
         blocks = self.blocks if blocks is None else blocks
         # A few blocks are not worth a thread hand-off (~50 us each).
-        workers = min(fft_workers(), len(blocks) // MIN_BLOCKS_PER_THREAD)
+        workers = min(fft_workers(), len(blocks) // MIN_BLOCKS_PER_THREAD) if threads else 1
         if workers <= 1:
             return [work(blocks)]
         parts: list[list[Block]] = [[] for _ in range(workers)]
@@ -460,9 +467,10 @@ def _taps(w: Any, layer: Layer, dtype: Any) -> np.ndarray:
 
 def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any) -> np.ndarray:
     layer = Layer.of_conv(spec)
-    eng = Engine(layer, x_pad.dtype)
+    staged = _staged(layer)
+    eng = Engine(layer, x_pad.dtype, staged)
     cg = layer.cg
-    taps = _taps(w, layer, eng.dtype)
+    taps = _row_taps(w, layer, eng.dtype) if staged else _taps(w, layer, eng.dtype)
     y = np.empty(spec.output_shape, dtype=eng.dtype)
 
     def work(blocks: list[Block]) -> None:
@@ -476,9 +484,11 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any) -> np.ndarray:
             flat = _flat_pair(full, length, scratch, "tmp")
             tmp = scratch_buffer(scratch, "tmp", acc.shape, eng.dtype) if flat is None else (
                 flat[1][..., :length])
-            for k, (p, shift) in enumerate(plan.taps):
-                run = src[:, :, :, p, shift:shift + length]  # (nb, gb, cg, L)
-                wk = taps[k, b.g0:b.g1]  # (gb, og, cg)
+            if staged:
+                src = _stage_rows(src, layer, scratch)
+            for k, (p, shift) in enumerate(_row_starts(plan, layer) if staged else plan.taps):
+                run = src[:, :, :, p, shift:shift + length]  # (nb, gb, cg [* K_last], L)
+                wk = taps[k, b.g0:b.g1]  # (gb, og, cg [* K_last])
                 into = tmp if k else acc
                 if cg == 1:  # a broadcast multiply; matmul would loop outside BLAS
                     np.multiply(run, wk, out=into)
@@ -490,7 +500,7 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any) -> np.ndarray:
                     np.add(acc, tmp, out=acc)
             eng.store(y, b, plan, full)
 
-    eng.run(work)
+    eng.run(work, threads=cg == 1)
     return y
 
 
@@ -532,7 +542,7 @@ def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any) -> np.ndarray:
                 np.add(into, flat[1].reshape(-1)[:whole.size - start], out=into)
             eng.fold(gx, b, plan, acc)
 
-    eng.run(work)
+    eng.run(work, threads=og == 1)
     return gx
 
 
@@ -546,8 +556,13 @@ def _weight_grad(spec: ConvSpec, grad_out: np.ndarray, x_pad: np.ndarray) -> np.
     # per offset on blocks of 20 groups)
     dots = layer.og == 1 and layer.cg == 1
 
+    staged = not dots and _staged(layer)
+    if staged:
+        eng = Engine(layer, x_pad.dtype, staged)
+    kl = spec.kernel[-1] if staged else 1
+
     def work(blocks: list[Block]) -> np.ndarray:
-        gw = np.zeros((kk, layer.groups, layer.og, layer.cg), dtype=eng.dtype)
+        gw = np.zeros((kk // kl, layer.groups, layer.og, layer.cg * kl), dtype=eng.dtype)
         scratch: dict = {}
         for b in blocks:
             plan = eng.plan(b)
@@ -560,15 +575,60 @@ def _weight_grad(spec: ConvSpec, grad_out: np.ndarray, x_pad: np.ndarray) -> np.
                 part = np.vecdot(gy_k, windows).sum(axis=0)  # (gb, 1, *K)
                 gw[:, b.g0:b.g1, 0, 0] += part.reshape(b.g1 - b.g0, kk).T
                 continue
-            for k, (p, shift) in enumerate(plan.taps):
-                run = src[:, :, :, p, shift:shift + length]  # (nb, gb, cg, L)
-                # One BLAS product per (image, group): (og, L) @ (L, cg).
+            if staged:
+                src = _stage_rows(src, layer, scratch)
+            for k, (p, shift) in enumerate(_row_starts(plan, layer) if staged else plan.taps):
+                run = src[:, :, :, p, shift:shift + length]  # (nb, gb, cg [* K_last], L)
+                # One BLAS product per (image, group): (og, L) @ (L, cg [* K_last]).
                 gw[k, b.g0:b.g1] += np.matmul(gy, np.swapaxes(run, -1, -2)).sum(axis=0)
         return gw
 
-    gw = functools.reduce(np.add, eng.run(work))
-    gw = np.ascontiguousarray(np.moveaxis(gw, 0, -1))  # (G, og, cg, K)
+    gw = functools.reduce(np.add, eng.run(work, threads=dots))
+    # (K / K_last, G, og, cg, K_last) or (K, G, og, cg) -> (G, og, cg, K)
+    gw = gw.reshape(kk // kl, layer.groups, layer.og, layer.cg, kl)
+    gw = np.ascontiguousarray(np.moveaxis(gw, 0, -2))
     return gw.reshape(spec.out_channels, layer.cg, *spec.kernel)
+
+
+def _staged(layer: Layer) -> bool:
+    """Whether a step runs on the staged rows (:func:`_stage_rows`): stride 1, several input
+    channels per group (one is a broadcast multiply, not a product) and a last kernel axis
+    of several offsets."""
+    return (all(s == 1 for s in layer.stride) and layer.cg > 1 and layer.kernel[-1] > 1)
+
+
+def _stage_rows(src: np.ndarray, layer: Layer, scratch: dict) -> np.ndarray:
+    """Stride 1: the block's source ``(nb, gb, cg, 1, size)`` with each channel's runs for the
+    offsets along the last kernel axis side by side, ``(nb, gb, cg * K_last, 1, size')``
+    (``size' = size - d_last * (K_last - 1)``): one copy, in runs of ``size'``, after which
+    the products of all ``K_last`` offsets of a row of the kernel are one product whose
+    inner dimension is ``cg * K_last`` (5x fewer, larger products for a 5x5 kernel: a matmul
+    of a few channels is mostly call overhead)."""
+    kl, dl = layer.kernel[-1], layer.dilation[-1]
+    nb, gb, cg, _, size = src.shape
+    cut = size - dl * (kl - 1)
+    base = src[:, :, :, 0]
+    view = as_strided(base, shape=(nb, gb, cg, kl, cut),
+                      strides=(*base.strides[:3], dl * base.strides[3], base.strides[3]),
+                      writeable=False)
+    rows = scratch_buffer(scratch, "rows", (nb, gb, cg, kl, cut), src.dtype)
+    np.copyto(rows, view)
+    return rows.reshape(nb, gb, cg * kl, 1, cut)
+
+
+def _row_starts(plan: _Plan, layer: Layer) -> list[tuple[int, int]]:
+    """The taps of :func:`_stage_rows`' staged source: one per row of the kernel (its first
+    offset's shift; the row's other offsets are the staged copies)."""
+    return list(plan.taps[::layer.kernel[-1]])
+
+
+def _row_taps(w: Any, layer: Layer, dtype: Any) -> np.ndarray:
+    """``(C_out, C_in/G, *K)`` -> ``(K / K_last, G, C_out/G, C_in/G * K_last)`` contiguous
+    (the weights of :func:`_row_starts`' taps, channel-major like the staged rows)."""
+    kl = layer.kernel[-1]
+    wk = np.asarray(w, dtype=dtype).reshape(layer.groups, layer.og, layer.cg, -1, kl)
+    wk = np.ascontiguousarray(np.moveaxis(wk, 3, 0))  # (K / K_last, G, og, cg, K_last)
+    return wk.reshape(wk.shape[0], layer.groups, layer.og, layer.cg * kl)
 
 
 def _flat_pair(acc: np.ndarray, length: int, scratch: dict, name: str, *,
