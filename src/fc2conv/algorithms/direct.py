@@ -80,6 +80,9 @@ BLOCK_BYTES = 1 << 20
 MIN_GRID = 1 << 13
 #: Threads get at least this many blocks each (fewer blocks run on the calling thread).
 MIN_BLOCKS_PER_THREAD = 2
+#: Multiply-adds of one (image, group) product from which steps made of products run on
+#: threads (:func:`_large_products`).
+THREADED_PRODUCT = 1 << 20
 # Cost weights (see :func:`cost`), in GEMM-flop units: per element of a pass over a cached
 # block, per input element of a strided phase gather, per NumPy call.
 PASS = 2.2
@@ -309,9 +312,7 @@ class Engine:
 
     def run(self, work: Any, blocks: list[Block] | None = None, threads: bool = True) -> list[Any]:
         """``work(blocks)`` over all blocks (or the given ones), split by (image, group) on
-        threads (unless ``threads`` is false: steps made of many small BLAS products, which
-        measured 1.1-1.7x slower on two threads than on one, e.g. LeNet-2's forward 0.70 ->
-        0.95 ms; OpenBLAS serialises small concurrent calls)."""
+        threads (unless ``threads`` is false: see :func:`_large_products`)."""
         blocks = self.blocks if blocks is None else blocks
         # A few blocks are not worth a thread hand-off (~50 us each).
         workers = min(fft_workers(), len(blocks) // MIN_BLOCKS_PER_THREAD) if threads else 1
@@ -500,7 +501,8 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any) -> np.ndarray:
                     np.add(acc, tmp, out=acc)
             eng.store(y, b, plan, full)
 
-    eng.run(work, threads=cg == 1)
+    eng.run(work, threads=cg == 1 or _large_products(eng, layer.og * cg * (
+        spec.kernel[-1] if staged else 1)))
     return y
 
 
@@ -542,7 +544,7 @@ def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any) -> np.ndarray:
                 np.add(into, flat[1].reshape(-1)[:whole.size - start], out=into)
             eng.fold(gx, b, plan, acc)
 
-    eng.run(work, threads=og == 1)
+    eng.run(work, threads=og == 1 or _large_products(eng, og * layer.cg))
     return gx
 
 
@@ -583,7 +585,8 @@ def _weight_grad(spec: ConvSpec, grad_out: np.ndarray, x_pad: np.ndarray) -> np.
                 gw[k, b.g0:b.g1] += np.matmul(gy, np.swapaxes(run, -1, -2)).sum(axis=0)
         return gw
 
-    gw = functools.reduce(np.add, eng.run(work, threads=dots))
+    gw = functools.reduce(np.add, eng.run(work, threads=dots or _large_products(
+        eng, layer.og * layer.cg * kl)))
     # (K / K_last, G, og, cg, K_last) or (K, G, og, cg) -> (G, og, cg, K)
     gw = gw.reshape(kk // kl, layer.groups, layer.og, layer.cg, kl)
     gw = np.ascontiguousarray(np.moveaxis(gw, 0, -2))
@@ -593,8 +596,19 @@ def _weight_grad(spec: ConvSpec, grad_out: np.ndarray, x_pad: np.ndarray) -> np.
 def _staged(layer: Layer) -> bool:
     """Whether a step runs on the staged rows (:func:`_stage_rows`): stride 1, several input
     channels per group (one is a broadcast multiply, not a product) and a last kernel axis
-    of several offsets."""
-    return (all(s == 1 for s in layer.stride) and layer.cg > 1 and layer.kernel[-1] > 1)
+    of several offsets, not the only one (in 1-D the staged rows are all of im2col's columns:
+    conv1d with K = 65 measured 1.9x slower)."""
+    return (len(layer.kernel) > 1 and all(s == 1 for s in layer.stride) and layer.cg > 1
+            and layer.kernel[-1] > 1)
+
+
+def _large_products(eng: Engine, macs: int) -> bool:
+    """Whether a step's products (``macs`` multiply-adds per grid point) are large enough to
+    run its blocks on threads: at least :data:`THREADED_PRODUCT` each. Smaller ones measured
+    1.1-1.7x slower on two threads than on one (LeNet-2's forward 0.70 -> 0.95 ms; OpenBLAS
+    serialises small concurrent calls), larger ones up to 2x faster (conv1d, K = 65, on
+    staged rows)."""
+    return macs * eng.plan(eng.blocks[0]).length >= THREADED_PRODUCT
 
 
 def _stage_rows(src: np.ndarray, layer: Layer, scratch: dict) -> np.ndarray:
