@@ -41,14 +41,14 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
 #: on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('direct', 'correlate'): {
-        'calls': 4.737e-11, 'gathers': 2.986e-11,
-        'passes': 9.704e-12, 'products': 6.454e-11},
+        'calls': 4.761e-11, 'gathers': 2.444e-11,
+        'passes': 7.159e-12, 'products': 4.831e-11},
     ('direct', 'input_grad'): {
-        'calls': 4.036e-11, 'gathers': 2.832e-11,
-        'passes': 1.696e-11, 'products': 7.031e-12},
+        'calls': 3.720e-11, 'gathers': 2.522e-11,
+        'passes': 1.060e-11, 'products': 0.000e+00},
     ('direct', 'weight_grad'): {
-        'calls': 7.299e-11, 'dots': 4.181e-11, 'gathers': 3.316e-11,
-        'passes': 6.904e-12, 'products': 1.390e-11},
+        'calls': 3.745e-11, 'dots': 3.565e-11, 'gathers': 2.924e-11,
+        'passes': 1.596e-11, 'products': 1.949e-11},
     ('fft', 'correlate'): {
         'copies': 5.542e-11, 'mix': 1.503e-11,
         'products': 3.786e-11, 'transforms': 1.373e-11},
