@@ -265,6 +265,32 @@ def test_flat_adds_and_staged_rows_match_reference(size, kernel, stride, padding
         assert not all(taken)  # slabs of one image's rows: strided adds
 
 
+@pytest.mark.parametrize(("size", "kernel", "stride", "pads", "groups"), [
+    ((12, 11), (3, 3), (1, 1), ((1, 1), (1, 1)), 4), ((9, 10), (5, 3), (2, 1), ((2, 1), (0, 3)), 2),
+    ((7, 6, 5), (3, 2, 3), (1, 1, 1), ((1, 1), (0, 1), (2, 2)), 1), ((30,), (4,), (3,), ((2, 5),), 4)])
+@pytest.mark.parametrize("block_bytes", [None, 64])
+def test_unpadded_input_matches_padded(size, kernel, stride, pads, groups, block_bytes) -> None:
+    """``padded=False``: the steps take the unpadded input and fill the zero padding in their
+    gathers; the forward, the input gradient (to the unpadded input) and the weight gradient
+    equal the padded path's, cropped."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 4, *size))
+    w = rng.standard_normal((4, 4 // groups, *kernel))
+    spec = _validate.conv_spec(x, w, None, stride=stride, padding=pads, dilation=1,
+                               groups=groups, padding_mode="zeros", method="direct")
+    x_pad = np.pad(x, ((0, 0), (0, 0), *pads))
+    gy = rng.standard_normal(spec.output_shape)
+    inner = (Ellipsis, *(slice(b, b + n) for (b, _), n in zip(pads, size)))
+    with small_blocks(block_bytes) if block_bytes else contextlib.nullcontext():
+        np.testing.assert_allclose(direct.correlate(np, x, w, spec, "direct", padded=False),
+                                   direct.correlate(np, x_pad, w, spec, "direct"), atol=1e-12)
+        np.testing.assert_allclose(direct.input_grad(np, gy, w, spec, "direct", padded=False),
+                                   direct.input_grad(np, gy, w, spec, "direct")[inner],
+                                   atol=1e-12)
+        np.testing.assert_allclose(direct.weight_grad(np, gy, x, spec, "direct", padded=False),
+                                   _weight_grad_ref(gy, x_pad, spec), atol=1e-10)
+
+
 def test_threads_give_the_same_numbers() -> None:
     """Blocks on 1 or 3 threads: identical forward and input gradient (each cell is computed
     by one thread in the same order), weight gradients equal to rounding."""

@@ -26,10 +26,20 @@ junk points, so they add nothing), then puts the phases back. The weight gradien
 offset, one BLAS product per (image, group) of ``grad_out`` on the grid with the run,
 ``(C_out/G, L) @ (L, C_in/G)`` (a dot product for depthwise layers), summed over the blocks.
 
+Two layouts keep the NumPy calls long. Each offset's product is written into a buffer laid
+out like the (contiguous) accumulator with zeros past every run, and added with one flat
+``np.add`` over the whole block: the zero tails spill into the next item's first cells and add
+nothing, and NumPy's ~50 ns per strided run disappear (:func:`_flat_pair`). And at stride 1,
+in 2-D and 3-D with several input channels per group, the forward and weight gradient first
+copy each channel's runs for the offsets along the last kernel axis side by side (staged
+rows, :func:`_stage_rows`), so that a whole row of the kernel is one product with inner size
+``C_in/G * K_last``.
+
 Blocks are ``(images, groups, rows of the first spatial axis)`` whose buffers fit in
 :data:`BLOCK_BYTES` (about the L2 cache of one core); independent blocks run on
 ``fft_workers()`` threads (NumPy releases the GIL inside each ufunc), split by (image, group)
-so no two threads ever add into the same gradient cell. Layers with ``C_in/G`` above
+so no two threads ever add into the same gradient cell; steps made of small BLAS products
+stay on one thread (:func:`_large_products`). Layers with ``C_in/G`` above
 :data:`MAX_GROUP_CHANNELS` are left to the GEMM methods (:func:`unsupported`); ``C_out/G``
 (a depthwise channel multiplier) is any.
 
@@ -56,6 +66,7 @@ import array_api_compat
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import _padding
 from .._threads import blas_serial, fft_workers, pool
 from .._validate import ConvSpec
 from .._windows import offsets, window
@@ -166,30 +177,47 @@ def terms(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> di
     return found
 
 
-def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str) -> Any:
-    """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, C_in/G, *K)`` -> ``(N, C_out, *S_out)``."""
+#: The steps also take the unpadded input (``padded=False``, zero padding only): each block's
+#: gather of its input fills the padding in (no padded copy of the whole input is made, and
+#: the input gradient comes back unpadded).
+UNPADDED = True
+
+
+def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
+              padded: bool = True) -> Any:
+    """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, C_in/G, *K)`` -> ``(N, C_out, *S_out)``;
+    with ``padded=False`` the unpadded ``x: (N, C_in, *S)`` (``spec.pads`` of zeros)."""
     if not _is_numpy(xp, x_pad, w):
-        return _plain_correlate(xp, x_pad, w, spec)
-    return _forward(spec, np.ascontiguousarray(x_pad), w)
+        return _plain_correlate(xp, _padded(xp, x_pad, spec, padded), w, spec)
+    return _forward(spec, np.ascontiguousarray(x_pad), w, padded)
 
 
-def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str) -> Any:
-    """Gradient with respect to the padded input: ``(N, C_out, *S_out) -> (N, C_in, *S_pad)``."""
+def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
+               padded: bool = True) -> Any:
+    """Gradient with respect to the padded input: ``(N, C_out, *S_out) -> (N, C_in, *S_pad)``
+    (with ``padded=False``: to the unpadded input, ``-> (N, C_in, *S)``)."""
     if not _is_numpy(xp, grad_out, w) or not np.isfinite(w).all():
         # (A non-finite weight times the zeros at the grid's junk points would spread NaN.)
-        return _plain_input_grad(xp, grad_out, w, spec)
-    return _input_grad(spec, grad_out, w)
+        gx = _plain_input_grad(xp, grad_out, w, spec)
+        return gx if padded else _padding.pad_vjp(xp, gx, spec.in_size, spec.pads, "zeros")
+    return _input_grad(spec, grad_out, w, padded)
 
 
-def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str) -> Any:
-    """Gradient with respect to ``w``: ``-> (C_out, C_in/G, *K)``."""
+def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str, *,
+                padded: bool = True) -> Any:
+    """Gradient with respect to ``w``: ``-> (C_out, C_in/G, *K)`` (``x_pad`` unpadded with
+    ``padded=False``)."""
     if not _is_numpy(xp, grad_out, x_pad):
-        return _plain_weight_grad(xp, grad_out, x_pad, spec)
+        return _plain_weight_grad(xp, grad_out, _padded(xp, x_pad, spec, padded), spec)
     with np.errstate(invalid="ignore", over="ignore"):  # warned again by the recomputation
-        gw = _weight_grad(spec, grad_out, np.ascontiguousarray(x_pad))
+        gw = _weight_grad(spec, grad_out, np.ascontiguousarray(x_pad), padded)
     if not np.isfinite(gw).all():  # maybe junk zeros times a non-finite input: recompute
-        return _plain_weight_grad(xp, grad_out, x_pad, spec)
+        return _plain_weight_grad(xp, grad_out, _padded(xp, x_pad, spec, padded), spec)
     return gw
+
+
+def _padded(xp: Any, x: Any, spec: ConvSpec, padded: bool) -> Any:
+    return x if padded else _padding.pad(xp, x, spec.pads, "zeros")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,12 +278,14 @@ class Layer:
     out_size: tuple[int, ...]
 
     @classmethod
-    def of_conv(cls, spec: ConvSpec) -> Layer:
-        """A correlation on its already padded input."""
+    def of_conv(cls, spec: ConvSpec, padded: bool = True) -> Layer:
+        """A correlation on its already padded input, or (``padded=False``) on its input
+        with ``spec.pads`` of zeros around it."""
         g = spec.groups
-        return cls(spec.batch, g, spec.in_channels // g, spec.out_channels // g,
-                   spec.padded_size, ((0, 0),) * spec.ndim, spec.kernel, spec.stride,
-                   spec.dilation, spec.out_size)
+        in_size, pads = ((spec.padded_size, ((0, 0),) * spec.ndim) if padded
+                         else (spec.in_size, spec.pads))
+        return cls(spec.batch, g, spec.in_channels // g, spec.out_channels // g, in_size,
+                   pads, spec.kernel, spec.stride, spec.dilation, spec.out_size)
 
 
 @dataclass(frozen=True)
@@ -466,8 +496,8 @@ def _taps(w: Any, layer: Layer, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(wk, -1, 0))
 
 
-def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any) -> np.ndarray:
-    layer = Layer.of_conv(spec)
+def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any, padded: bool = True) -> np.ndarray:
+    layer = Layer.of_conv(spec, padded)
     staged = _staged(layer)
     eng = Engine(layer, x_pad.dtype, staged)
     cg = layer.cg
@@ -506,13 +536,13 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any) -> np.ndarray:
     return y
 
 
-def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any) -> np.ndarray:
-    layer = Layer.of_conv(spec)
+def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any, padded: bool = True) -> np.ndarray:
+    layer = Layer.of_conv(spec, padded)
     eng = Engine(layer, grad_out.dtype)
     og = layer.og
     grad_out = np.ascontiguousarray(grad_out)
     taps = np.ascontiguousarray(np.swapaxes(_taps(w, layer, eng.dtype), -1, -2))  # (K,G,cg,og)
-    gx = np.zeros((spec.batch, spec.in_channels, *spec.padded_size), dtype=eng.dtype)
+    gx = np.zeros((spec.batch, spec.in_channels, *layer.in_size), dtype=eng.dtype)
 
     def work(blocks: list[Block]) -> None:
         scratch: dict = {}
@@ -548,8 +578,9 @@ def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any) -> np.ndarray:
     return gx
 
 
-def _weight_grad(spec: ConvSpec, grad_out: np.ndarray, x_pad: np.ndarray) -> np.ndarray:
-    layer = Layer.of_conv(spec)
+def _weight_grad(spec: ConvSpec, grad_out: np.ndarray, x_pad: np.ndarray,
+                 padded: bool = True) -> np.ndarray:
+    layer = Layer.of_conv(spec, padded)
     eng = Engine(layer, x_pad.dtype)
     grad_out = np.ascontiguousarray(grad_out)
     kk = math.prod(spec.kernel)
