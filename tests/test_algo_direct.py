@@ -32,16 +32,18 @@ ORACLE = "reference (direct)"
 
 @contextlib.contextmanager
 def small_blocks(block_bytes: int, threads: int = 2):
-    """Tiny blocks (``MIN_GRID`` off) so one layer becomes many blocks, slabs included."""
+    """Tiny blocks (``MIN_GRID`` off) so one layer becomes many blocks, slabs included, run
+    on ``threads`` threads whatever the size of their products."""
     saved = (direct.BLOCK_BYTES, direct.MIN_GRID, direct.MIN_BLOCKS_PER_THREAD,
-             direct.fft_workers)
+             direct.THREADED_PRODUCT, direct.fft_workers)
     direct.BLOCK_BYTES, direct.MIN_GRID, direct.MIN_BLOCKS_PER_THREAD = block_bytes, 1, 1
+    direct.THREADED_PRODUCT = 0
     direct.fft_workers = lambda: threads
     try:
         yield
     finally:
         (direct.BLOCK_BYTES, direct.MIN_GRID, direct.MIN_BLOCKS_PER_THREAD,
-         direct.fft_workers) = saved
+         direct.THREADED_PRODUCT, direct.fft_workers) = saved
 
 
 def _abs(a):
@@ -289,6 +291,28 @@ def test_unpadded_input_matches_padded(size, kernel, stride, pads, groups, block
                                    atol=1e-12)
         np.testing.assert_allclose(direct.weight_grad(np, gy, x, spec, "direct", padded=False),
                                    _weight_grad_ref(gy, x_pad, spec), atol=1e-10)
+
+
+def test_small_products_stay_on_one_thread(monkeypatch) -> None:
+    """Steps made of small BLAS products run their blocks on the calling thread; broadcast
+    multiplies (depthwise) and large products may use the worker threads."""
+    asked = []
+    run = direct.Engine.run
+    monkeypatch.setattr(direct.Engine, "run",
+                        lambda self, work, blocks=None, threads=True:
+                        asked.append(threads) or run(self, work, blocks, threads))
+    rng = np.random.default_rng(3)
+    for c_in, groups, threshold, expected in [(6, 1, None, False), (8, 8, None, True),
+                                              (6, 1, 1 << 10, True)]:
+        if threshold:  # products of 16 x 30 x 136 multiply-adds: "large" above 2^10
+            monkeypatch.setattr(direct, "THREADED_PRODUCT", threshold)
+        x = rng.standard_normal((64, c_in, 14, 14)).astype(np.float32)
+        w = rng.standard_normal((16, c_in // groups, 5, 5)).astype(np.float32)
+        spec = _validate.conv_spec(x, w, None, stride=1, padding=0, dilation=1,
+                                   groups=groups, padding_mode="zeros", method="direct")
+        asked.clear()
+        direct.correlate(np, x, w, spec, "direct")
+        assert asked == [expected], (c_in, groups, threshold)
 
 
 def test_threads_give_the_same_numbers() -> None:
