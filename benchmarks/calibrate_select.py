@@ -7,7 +7,7 @@ the image filters), fits the seconds per unit of each part of the estimated work
 (:func:`fit`), and reports for every layer the fastest method, what ``auto`` picks with the
 fitted constants, and how much slower that pick is (the target: within 10 % everywhere).
 
-    python benchmarks/calibrate_select.py                 # fit and report, ~5 min on 2 cores
+    python benchmarks/calibrate_select.py                 # fit and report, ~9 min on 2 cores
     python benchmarks/calibrate_select.py --check         # report with select.py's constants
     python benchmarks/calibrate_select.py --save t.json   # ... and keep the timings
     python benchmarks/calibrate_select.py --load t.json   # fit saved timings again
@@ -212,6 +212,8 @@ def main(argv=None) -> int:
                         help="measure every case in this process (default: a fresh one each)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat takes a number of rounds >= 1; got {args.repeat}")
     if args.child:
         case = next(c for c in SUITE + EXTRA if c.name == args.child)
         print(json.dumps(_timings(measure(case, args.repeat))))
