@@ -214,8 +214,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat takes a number of rounds >= 1; got {args.repeat}")
+    known = {c.name: c for c in SUITE + EXTRA}
+    unknown = [n for n in [args.child, *(args.cases or [])] if n and n not in known]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; known: {sorted(known)}")
     if args.child:
-        case = next(c for c in SUITE + EXTRA if c.name == args.child)
+        case = known[args.child]
         print(json.dumps(_timings(measure(case, args.repeat))))
         return 0
     cases = [c for c in SUITE + EXTRA if not args.cases or c.name in args.cases]

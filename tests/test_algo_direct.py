@@ -233,8 +233,8 @@ def _input_grad_ref(gy, w, spec):
     ((14, 14), (5, 5), 1, 0, 1), ((9, 11), (3, 3), 2, 1, 1), ((7, 6, 5), (3, 2, 3), 1, 1, 1),
     ((40,), (5,), 1, 2, 2)])
 @pytest.mark.parametrize("block_bytes", [None, 64])
-def test_flat_adds_and_staged_rows_match_reference(size, kernel, stride, padding, dilation, block_bytes,
-                                   monkeypatch) -> None:
+def test_flat_adds_and_staged_rows_match_reference(size, kernel, stride, padding, dilation,
+                                                   block_bytes, monkeypatch) -> None:
     """Forward and input gradient add each offset's product with one flat ``np.add`` over a
     contiguous accumulator (zero tails spill into the next item), and fall back to the
     strided add on a slab of a larger image; at stride 1 the forward and weight gradient
@@ -268,8 +268,10 @@ def test_flat_adds_and_staged_rows_match_reference(size, kernel, stride, padding
 
 
 @pytest.mark.parametrize(("size", "kernel", "stride", "pads", "groups"), [
-    ((12, 11), (3, 3), (1, 1), ((1, 1), (1, 1)), 4), ((9, 10), (5, 3), (2, 1), ((2, 1), (0, 3)), 2),
-    ((7, 6, 5), (3, 2, 3), (1, 1, 1), ((1, 1), (0, 1), (2, 2)), 1), ((30,), (4,), (3,), ((2, 5),), 4)])
+    ((12, 11), (3, 3), (1, 1), ((1, 1), (1, 1)), 4),
+    ((9, 10), (5, 3), (2, 1), ((2, 1), (0, 3)), 2),
+    ((7, 6, 5), (3, 2, 3), (1, 1, 1), ((1, 1), (0, 1), (2, 2)), 1),
+    ((30,), (4,), (3,), ((2, 5),), 4)])
 @pytest.mark.parametrize("block_bytes", [None, 64])
 def test_unpadded_input_matches_padded(size, kernel, stride, pads, groups, block_bytes) -> None:
     """``padded=False``: the steps take the unpadded input and fill the zero padding in their

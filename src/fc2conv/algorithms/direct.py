@@ -678,9 +678,10 @@ def _flat_pair(acc: np.ndarray, length: int, scratch: dict, name: str, *,
     """For an accumulator ``acc: (nb, gb, c, *item)``: ``(acc flat, tmp)``, ``tmp: (nb, gb,
     c, prod(item))`` a scratch buffer of its layout, zero past ``length`` in every item (and
     ``acc`` zeroed there too if that is uninitialised grid junk, ``junk_tail``), so that a
-    product written to ``tmp[..., :length]`` is added with one flat, contiguous ``np.add``. NumPy adds strided runs with ~50 ns of overhead each: on small images (runs of
-    ~100 cells) that was most of the step. None when ``acc`` is not contiguous (a slab of
-    rows of a larger image)."""
+    product written to ``tmp[..., :length]`` is added with one flat, contiguous ``np.add``.
+    NumPy adds strided runs with ~50 ns of overhead each: on small images (runs of ~100
+    cells) that was most of the step. None when ``acc`` is not contiguous (a slab of rows of
+    a larger image)."""
     if not acc.flags.c_contiguous:
         return None
     lead, item = acc.shape[:3], math.prod(acc.shape[3:])
