@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import fc2conv
 import fc2conv.functional as ff
-from fc2conv import _validate
+from fc2conv import _buffering, _validate
 from fc2conv.algorithms import direct, implementation
 from fc2conv.functional import reference as ref
 
@@ -233,22 +233,27 @@ def _input_grad_ref(gy, w, spec):
     ((14, 14), (5, 5), 1, 0, 1), ((9, 11), (3, 3), 2, 1, 1), ((7, 6, 5), (3, 2, 3), 1, 1, 1),
     ((40,), (5,), 1, 2, 2)])
 @pytest.mark.parametrize("block_bytes", [None, 64])
+@pytest.mark.parametrize("in_channels", [4, 2])
 def test_flat_adds_and_staged_rows_match_reference(size, kernel, stride, padding, dilation,
-                                                   block_bytes, monkeypatch) -> None:
+                                                   block_bytes, in_channels,
+                                                   monkeypatch) -> None:
     """Forward and input gradient add each offset's product with one flat ``np.add`` over a
     contiguous accumulator (zero tails spill into the next item), and fall back to the
     strided add on a slab of a larger image; at stride 1 the forward and weight gradient
-    run on staged rows (one product per row of the kernel): all agree with the float64
-    oracle."""
-    taken, staged = [], []
-    pair, stage = direct._flat_pair, direct._stage_rows
+    run on staged rows (one product per row of the kernel), and with one input channel per
+    group so does the input gradient (products per row, written offset-major): all agree
+    with the float64 oracle."""
+    taken, staged, staged_grad = [], [], []
+    pair, stage, stage_grad = direct._flat_pair, direct._stage_rows, direct._staged_input_grad
     monkeypatch.setattr(direct, "_flat_pair",
                         lambda *a, **k: taken.append((r := pair(*a, **k)) is not None) or r)
     monkeypatch.setattr(direct, "_stage_rows", lambda *a: staged.append(1) or stage(*a))
+    monkeypatch.setattr(direct, "_staged_input_grad",
+                        lambda *a: staged_grad.append(1) or stage_grad(*a))
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((3, 4, *size))
+    x = rng.standard_normal((3, in_channels, *size))
     x_pad = np.pad(x, ((0, 0), (0, 0)) + ((padding, padding),) * len(size))
-    w = rng.standard_normal((6, 2, *kernel))
+    w = rng.standard_normal((6, in_channels // 2, *kernel))
     spec = _validate.conv_spec(x_pad, w, None, stride=stride, padding=0, dilation=dilation,
                                groups=2, padding_mode="zeros", method="direct")
     gy = rng.standard_normal(spec.output_shape)
@@ -261,9 +266,10 @@ def test_flat_adds_and_staged_rows_match_reference(size, kernel, stride, padding
     np.testing.assert_allclose(gx, _input_grad_ref(gy, w, spec), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gw, _weight_grad_ref(gy, x_pad, spec), rtol=1e-10, atol=1e-10)
     assert bool(staged) == (stride == 1 and len(size) > 1)  # (1-D: never staged)
-    if block_bytes is None:
+    assert bool(staged_grad) == (bool(staged) and in_channels == 2)
+    if block_bytes is None and not staged_grad:
         assert all(taken)  # blocks of whole images
-    elif stride == 1:
+    elif block_bytes and stride == 1 and not staged_grad:
         assert not all(taken)  # slabs of one image's rows: strided adds
 
 
@@ -446,3 +452,46 @@ def test_strided_views_in_and_out() -> None:
     for a, b in zip(ff.correlate_vjp(gy, x, w, **kw), ff.correlate_vjp(*copies, **kw)):
         if a is not None:
             np.testing.assert_array_equal(a, b)
+
+
+def test_broadcast_multiplies_run_unbuffered(monkeypatch) -> None:
+    """Depthwise forward and input gradient (broadcast multiplies over runs of the grid) run
+    with NumPy's ufunc buffering off in every thread that does the work, and restore it."""
+    seen = []
+    multiply = np.multiply
+
+    def spy(*args, **kwargs):
+        seen.append(np.getbufsize())
+        return multiply(*args, **kwargs)
+
+    monkeypatch.setattr(direct.np, "multiply", spy)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 8, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    spec = _validate.conv_spec(x, w, None, stride=1, padding=0, dilation=1, groups=8,
+                               padding_mode="zeros", method="direct")
+    gy = rng.standard_normal(spec.output_shape).astype(np.float32)
+    before = np.getbufsize()
+    y = direct.correlate(np, x, w, spec, "direct")
+    gx = direct.input_grad(np, gy, w, spec, "direct")
+    monkeypatch.setattr(direct.np, "multiply", multiply)
+    assert seen and max(seen) < before and np.getbufsize() == before
+    np.testing.assert_allclose(y, ref.correlate(x.astype(np.float64), w, groups=8), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(gx, _input_grad_ref(gy, w, spec), rtol=1e-4, atol=1e-4)
+
+
+def test_unbuffered_keeps_short_runs_buffered() -> None:
+    """Runs shorter than ``LONG_RUN`` keep NumPy's buffering (it wins there); the size is
+    restored after the work, also when the work raises."""
+    work = np.getbufsize
+    assert _buffering.unbuffered(work, _buffering.LONG_RUN - 1) is work
+    before = np.getbufsize()
+    assert _buffering.unbuffered(work, _buffering.LONG_RUN)() < before
+
+    def fails():
+        raise ValueError("inside")
+
+    with pytest.raises(ValueError, match="inside"):
+        _buffering.unbuffered(fails, 10 ** 6)()
+    assert np.getbufsize() == before

@@ -67,6 +67,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import _padding
+from .._buffering import unbuffered
 from .._threads import blas_serial, fft_workers, pool
 from .._validate import ConvSpec
 from .._windows import offsets, window
@@ -150,8 +151,8 @@ def terms(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> di
     ~0.4x-1.7x of the measured times.
     """
     layer = Layer.of_conv(spec)
-    staged = step != "input_grad" and _staged(layer)
-    eng = Engine(layer, np.float32, staged)
+    staged = _staged(layer) and (step != "input_grad" or layer.cg == 1)
+    eng = Engine(layer, np.float32, staged and step != "input_grad")
     plan = _plan(spec.kernel, spec.stride, spec.dilation, spec.out_size)
     cg, og = spec.in_channels // spec.groups, spec.out_channels // spec.groups
     grid = spec.batch * spec.groups * spec.out_size[0] * math.prod(plan.q[1:])
@@ -163,13 +164,21 @@ def terms(spec: ConvSpec, method: str = "direct", step: str = "correlate") -> di
     copies = 2 if step == "input_grad" else 1
     gathers = 0 if plan.unit else spec.batch * spec.in_channels * math.prod(spec.padded_size)
     calls = len(eng.blocks) * (made * (1 if step == "weight_grad" else 2) + (1 if staged else 0))
+    added = made * adds
+    if staged and step == "input_grad":  # rows of products, still one add per offset
+        staging, added = 0, taps * adds
+        calls = len(eng.blocks) * (made + taps)
     # matrix products NumPy's matmul loops over, one per (image, group) and offset
-    looped = {"correlate": cg > 1, "input_grad": og > 1}.get(step, True)
+    looped = {"correlate": cg > 1 or staged, "input_grad": og > 1}.get(step, True)
     dots = 0
     if step == "weight_grad" and cg == og == 1 and plan.unit:  # one vecdot per block
         calls, looped, dots, macs = len(eng.blocks) * 3, False, taps * grid, 0
     products = spec.batch * spec.groups * made if looped else 0
-    found = {"passes": PASS * (taps * macs + made * adds + copies * og + staging) * grid,
+    # a product with one row of inner size 1 is a broadcast multiply, not a BLAS call
+    broadcast = {"correlate": cg == 1 and not staged, "input_grad": og == 1}.get(step, False)
+    bmacs, macs = (macs, 0) if broadcast else (0, macs)
+    found = {"passes": PASS * (taps * macs + added + copies * og + staging) * grid,
+             "broadcasts": PASS * taps * bmacs * grid,
              "gathers": GATHER * gathers, "calls": PER_CALL * calls,
              "products": PER_PRODUCT * products}
     if step == "weight_grad":
@@ -521,7 +530,7 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any, padded: bool = True) -> 
                 run = src[:, :, :, p, shift:shift + length]  # (nb, gb, cg [* K_last], L)
                 wk = taps[k, b.g0:b.g1]  # (gb, og, cg [* K_last])
                 into = tmp if k else acc
-                if cg == 1:  # a broadcast multiply; matmul would loop outside BLAS
+                if cg == 1 and not staged:  # a broadcast multiply; matmul would loop outside BLAS
                     np.multiply(run, wk, out=into)
                 else:
                     np.matmul(wk, run, out=into)
@@ -531,6 +540,8 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any, padded: bool = True) -> 
                     np.add(acc, tmp, out=acc)
             eng.store(y, b, plan, full)
 
+    if cg == 1 and not staged:  # (broadcast multiplies over runs of L)
+        work = unbuffered(work, eng.plan(eng.blocks[0]).length)
     eng.run(work, threads=cg == 1 or _large_products(eng, layer.og * cg * (
         spec.kernel[-1] if staged else 1)))
     return y
@@ -543,6 +554,12 @@ def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any, padded: bool = Tru
     grad_out = np.ascontiguousarray(grad_out)
     taps = np.ascontiguousarray(np.swapaxes(_taps(w, layer, eng.dtype), -1, -2))  # (K,G,cg,og)
     gx = np.zeros((spec.batch, spec.in_channels, *layer.in_size), dtype=eng.dtype)
+    # one input channel per group: a kernel row's products as one (K_last x og) @ (og x L)
+    rows = None
+    if layer.cg == 1 and _staged(layer):
+        kl = spec.kernel[-1]
+        rows = np.ascontiguousarray(  # (K / K_last, G, K_last, og)
+            taps[:, :, 0].reshape(-1, kl, layer.groups, og).swapaxes(1, 2))
 
     def work(blocks: list[Block]) -> None:
         scratch: dict = {}
@@ -551,6 +568,10 @@ def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any, padded: bool = Tru
             length = plan.length
             gy = eng.grid(grad_out, b, plan, scratch)  # (nb, gb, og, L)
             acc = eng.gradient(gx, b, plan, scratch)
+            if rows is not None and acc.flags.c_contiguous:
+                _staged_input_grad(gy, rows[:, b.g0:b.g1], plan, acc, length, scratch)
+                eng.fold(gx, b, plan, acc)
+                continue
             flat = _flat_pair(acc, length, scratch, "tmp", junk_tail=False)
             if flat is None:
                 tmp = scratch_buffer(scratch, "tmp", (*acc.shape[:3], length), eng.dtype)
@@ -574,8 +595,32 @@ def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any, padded: bool = Tru
                 np.add(into, flat[1].reshape(-1)[:whole.size - start], out=into)
             eng.fold(gx, b, plan, acc)
 
+    if og == 1:  # (broadcast multiplies over runs of L)
+        work = unbuffered(work, eng.plan(eng.blocks[0]).length)
     eng.run(work, threads=og == 1 or _large_products(eng, og * layer.cg))
     return gx
+
+
+def _staged_input_grad(gy: np.ndarray, rows: np.ndarray, plan: _Plan, acc: np.ndarray,
+                       length: int, scratch: dict) -> None:
+    """One input channel per group, stride 1: each kernel row's ``K_last`` products at once,
+    ``rows[r]: (gb, K_last, og)`` @ ``gy: (nb, gb, og, L)``, written offset-major into a
+    buffer laid out like the contiguous accumulator ``acc: (nb, gb, 1, 1, size)`` (zero
+    tails, as :func:`_flat_pair`),
+    so that each offset's product is still added with one flat ``np.add``. LeNet-1's input
+    gradient (og = 6, 5x5): 5 products of (5 x 6) @ (6 x L) per image instead of 25 of
+    (1 x 6) @ (6 x L)."""
+    nb, gb, _, _, item = acc.shape
+    kl, whole = rows.shape[2], acc.reshape(-1)
+    buf = scratch_buffer(scratch, "rows_product", (kl, nb, gb, item), acc.dtype)
+    buf[..., length:] = 0
+    into = np.moveaxis(buf[..., :length], 0, 2)  # (nb, gb, K_last, L)
+    for r in range(rows.shape[0]):
+        np.matmul(rows[r], gy, out=into)
+        for j, (p, shift) in enumerate(plan.taps[r * kl:(r + 1) * kl]):
+            start = p * item + shift
+            target = whole[start:]
+            np.add(target, buf[j].reshape(-1)[:whole.size - start], out=target)
 
 
 def _weight_grad(spec: ConvSpec, grad_out: np.ndarray, x_pad: np.ndarray,
@@ -626,8 +671,11 @@ def _staged(layer: Layer) -> bool:
     channels per group (one is a broadcast multiply, not a product) and a last kernel axis
     of several offsets, not the only one (in 1-D the staged rows are all of im2col's columns:
     conv1d with K = 65 measured 1.9x slower)."""
-    return (len(layer.kernel) > 1 and all(s == 1 for s in layer.stride) and layer.cg > 1
-            and layer.kernel[-1] > 1)
+    return (len(layer.kernel) > 1 and all(s == 1 for s in layer.stride)
+            and (layer.cg > 1 or (STAGE_ONE_CHANNEL and layer.og > 1)) and layer.kernel[-1] > 1)
+
+
+STAGE_ONE_CHANNEL = True
 
 
 def _large_products(eng: Engine, macs: int) -> bool:
