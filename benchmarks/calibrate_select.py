@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_conv import SUITE, Case
 
-from fc2conv import ArgumentError, _padding, _threads, _validate
+from fc2conv import ArgumentError, _threads, _validate
 from fc2conv.algorithms import METHODS, implementation, select
+from fc2conv.functional import conv
 
 STEPS = ("correlate", "input_grad", "weight_grad")
 EXTRA = [
@@ -112,8 +113,10 @@ def _with_parts(saved: dict, cases: list[Case]) -> list[dict]:
 
 
 def measure(case: Case, repeat: int) -> dict:
+    """Every method's three steps on ``case``, as the convolution ops run them: on the
+    unpadded input where the method reads the padding itself, else with the padded copy
+    of the input (the crop of the input gradient) included."""
     rng, x, w, spec = _layer(case)
-    x_pad = _padding.pad(np, x, spec.pads, "zeros")
     gy = rng.standard_normal(spec.output_shape, dtype=np.float32)
     modules = {}
     for method in METHODS:
@@ -121,9 +124,11 @@ def measure(case: Case, repeat: int) -> dict:
             modules[method] = implementation(spec, method)
         except ArgumentError:  # unsupported for this layer
             continue
-    steps = {"correlate": lambda m, k: m.correlate(np, x_pad, w, spec, k),
-             "input_grad": lambda m, k: m.input_grad(np, gy, w, spec, k),
-             "weight_grad": lambda m, k: m.weight_grad(np, gy, x_pad, spec, k)}
+    steps = {"correlate": lambda m, k: conv._on_input(m, spec, x, lambda x_in, **kw: (
+                 m.correlate(np, x_in, w, spec, k, **kw))),
+             "input_grad": lambda m, k: conv._input_grad(m, spec, gy, w, k),
+             "weight_grad": lambda m, k: conv._on_input(m, spec, x, lambda x_in, **kw: (
+                 m.weight_grad(np, gy, x_in, spec, k, **kw)))}
     found = {}
     for step, call in steps.items():
         calls = {k: functools.partial(call, m, k) for k, m in modules.items()}
@@ -160,11 +165,19 @@ def fit(results: list[dict]) -> dict:
     """Per ``(method, step)``: the seconds per unit of each part of the work. First one
     common constant (the geometric mean of time / total work), then a ratio ``u >= 0`` per
     part minimising ``sum_layers (predicted / measured - 1)^2 + PULL^2 * sum_parts (u - 1)^2``
-    (non-negative least squares)."""
+    (non-negative least squares). The ``padding`` part keeps select.py's measured rate: its
+    time is taken off the measured one before the fit."""
     rows: dict = {}
+    fixed: dict = {}  # the padded copy's measured rate (select.py), not fitted
     for result in results:
         for key, (seconds, parts) in result["found"].items():
-            if parts and 0 < sum(parts.values()) < math.inf:
+            if not parts or not 0 < sum(parts.values()) < math.inf:
+                continue
+            parts = dict(parts)
+            rate = fixed.setdefault(key, select.SECONDS_PER_UNIT.get(key, {}).get(
+                "padding", select.PAD_SECONDS_PER_UNIT))
+            seconds -= rate * parts.pop("padding", 0.0)
+            if seconds > 0:
                 rows.setdefault(key, []).append((seconds, parts))
     constants = {}
     for key, samples in rows.items():
@@ -175,6 +188,7 @@ def fit(results: list[dict]) -> dict:
         b = np.concatenate([np.ones(len(samples)), PULL * np.ones(len(names))])
         ratios, _ = optimize.nnls(a, b)
         constants[key] = {name: common * float(u) for name, u in zip(names, ratios)}
+        constants[key]["padding"] = fixed[key]
     return constants
 
 

@@ -115,3 +115,25 @@ def test_the_fitted_constants_name_the_parts_of_the_formulas() -> None:
             assert set(constants) == set(select.parts(spec, method, step)), (method, step)
             assert all(0 <= v < 1e-8 for v in constants.values())
             assert sum(constants.values()) > 0
+
+
+def test_the_padded_copy_is_charged_to_the_methods_that_need_it() -> None:
+    """``padding``: a method that cannot read the zero padding itself is charged the padded
+    copy of the input (the crop of its gradient), ``PAD_COPY`` units per padded element;
+    ``UNPADDED`` methods (direct, Winograd) are not, unless the padding mode makes every
+    method pad; unpadded layers charge nobody."""
+    spec = _spec((2, 8, 30, 30), 8, 3, padding=1)
+    padded = 2 * 8 * 32 * 32 * select.PAD_COPY
+    for step in STEPS:
+        assert select.parts(spec, "im2col", step)["padding"] == padded
+        assert select.parts(spec, "direct", step)["padding"] == 0
+        assert select.parts(spec, "winograd", step)["padding"] == 0
+        reflect = dataclasses.replace(spec, padding_mode="reflect")
+        assert select.parts(reflect, "direct", step)["padding"] == padded
+        assert select.parts(_spec((2, 8, 30, 30), 8, 3, padding=0), "im2col",
+                            step)["padding"] == 0
+    # the charge is in the prediction, at the measured rate
+    unpadded = dataclasses.replace(spec, pads=((0, 0), (0, 0)))  # (same output size)
+    extra = (select.predict(spec, "im2col", "correlate")
+             - select.predict(unpadded, "im2col", "correlate"))
+    assert extra == pytest.approx(padded * select.PAD_SECONDS_PER_UNIT)

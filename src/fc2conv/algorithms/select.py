@@ -37,52 +37,64 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
            "predict"]
 
 #: Measured seconds per unit of each part of the estimated work, per ``(method, step)``
-#: (the parts are the keys of the modules' ``terms``); from ``benchmarks/calibrate_select.py``
-#: on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
+#: (the parts are the keys of the modules' ``terms``, and ``padding``); from
+#: ``benchmarks/calibrate_select.py`` on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
+#: ``padding`` is not fitted: it is :data:`PAD_SECONDS_PER_UNIT`, the measured rate of the
+#: padded copy, the same whichever method needs it.
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('direct', 'correlate'): {
-        'calls': 4.761e-11, 'gathers': 2.444e-11,
-        'passes': 7.159e-12, 'products': 4.831e-11},
+        'calls': 5.361e-11, 'gathers': 2.605e-11, 'padding': 5.000e-11, 'passes': 4.367e-12,
+        'products': 1.382e-10},
     ('direct', 'input_grad'): {
-        'calls': 3.720e-11, 'gathers': 2.522e-11,
-        'passes': 1.060e-11, 'products': 0.000e+00},
+        'calls': 4.309e-11, 'gathers': 2.674e-11, 'padding': 5.000e-11, 'passes': 9.659e-12,
+        'products': 0.000e+00},
     ('direct', 'weight_grad'): {
-        'calls': 3.745e-11, 'dots': 3.565e-11, 'gathers': 2.924e-11,
-        'passes': 1.596e-11, 'products': 1.949e-11},
+        'calls': 9.430e-11, 'dots': 3.692e-11, 'gathers': 3.348e-11, 'padding': 5.000e-11,
+        'passes': 7.179e-12, 'products': 8.091e-11},
     ('fft', 'correlate'): {
-        'copies': 5.542e-11, 'mix': 1.503e-11,
-        'products': 3.786e-11, 'transforms': 1.373e-11},
+        'copies': 5.542e-11, 'mix': 1.503e-11, 'padding': 5.000e-11, 'products': 3.786e-11,
+        'transforms': 1.373e-11},
     ('fft', 'input_grad'): {
-        'copies': 4.304e-11, 'mix': 1.338e-11,
-        'products': 6.435e-11, 'transforms': 1.595e-11},
+        'copies': 4.304e-11, 'mix': 1.338e-11, 'padding': 5.000e-11, 'products': 6.435e-11,
+        'transforms': 1.595e-11},
     ('fft', 'weight_grad'): {
-        'copies': 3.872e-11, 'mix': 1.444e-11,
-        'products': 1.281e-10, 'transforms': 1.754e-11},
-    ('im2col', 'correlate'): {'calls': 1.757e-11, 'passes': 1.901e-12, 'products': 4.073e-12},
-    ('im2col', 'input_grad'): {'calls': 8.686e-12, 'passes': 1.925e-12, 'products': 4.674e-12},
-    ('im2col', 'weight_grad'): {'calls': 4.169e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
-    ('shift', 'correlate'): {'calls': 1.506e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
-    ('shift', 'input_grad'): {'calls': 9.240e-12, 'passes': 2.065e-12, 'products': 3.807e-12},
-    ('shift', 'weight_grad'): {'calls': 1.547e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
+        'copies': 3.872e-11, 'mix': 1.444e-11, 'padding': 5.000e-11, 'products': 1.281e-10,
+        'transforms': 1.754e-11},
+    ('im2col', 'correlate'): {
+        'calls': 1.757e-11, 'padding': 5.000e-11, 'passes': 1.901e-12, 'products': 4.073e-12},
+    ('im2col', 'input_grad'): {
+        'calls': 8.686e-12, 'padding': 5.000e-11, 'passes': 1.925e-12, 'products': 4.674e-12},
+    ('im2col', 'weight_grad'): {
+        'calls': 4.169e-11, 'padding': 5.000e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
+    ('shift', 'correlate'): {
+        'calls': 1.506e-11, 'padding': 5.000e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
+    ('shift', 'input_grad'): {
+        'calls': 9.240e-12, 'padding': 5.000e-11, 'passes': 2.065e-12, 'products': 3.807e-12},
+    ('shift', 'weight_grad'): {
+        'calls': 1.547e-11, 'padding': 5.000e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
     ('winograd', 'correlate'): {
-        'calls': 3.962e-11, 'copies': 5.149e-12,
-        'products': 9.604e-12, 'transforms': 2.023e-13},
+        'calls': 1.782e-11, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 6.651e-12,
+        'transforms': 9.852e-12},
     ('winograd', 'input_grad'): {
-        'calls': 3.924e-11, 'copies': 0.000e+00,
-        'products': 7.118e-12, 'transforms': 4.482e-12},
+        'calls': 2.242e-11, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 8.162e-12,
+        'transforms': 6.788e-12},
     ('winograd', 'weight_grad'): {
-        'calls': 4.319e-11, 'copies': 0.000e+00,
-        'products': 1.503e-11, 'transforms': 0.000e+00},
+        'calls': 1.921e-11, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 2.142e-11,
+        'transforms': 2.246e-12},
     ('winograd2', 'correlate'): {
-        'calls': 1.717e-11, 'copies': 8.825e-12,
-        'products': 6.390e-12, 'transforms': 2.802e-12},
+        'calls': 1.560e-11, 'copies': 9.042e-12, 'padding': 5.000e-11, 'products': 5.376e-12,
+        'transforms': 4.542e-12},
     ('winograd2', 'input_grad'): {
-        'calls': 1.648e-11, 'copies': 1.152e-11,
-        'products': 5.798e-12, 'transforms': 0.000e+00},
+        'calls': 1.625e-11, 'copies': 1.062e-11, 'padding': 5.000e-11, 'products': 4.284e-12,
+        'transforms': 3.678e-12},
     ('winograd2', 'weight_grad'): {
-        'calls': 9.819e-12, 'copies': 7.816e-12,
-        'products': 9.445e-12, 'transforms': 0.000e+00},
+        'calls': 7.041e-12, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 1.169e-11,
+        'transforms': 8.882e-12},
 }
+#: The work of copying one element into (or out of) a padded array, in the modules' units
+#: (GEMM flops at 20 GFLOP/s): ~0.4 ns (a 12.8 MB input padded by one: 1.5 ms).
+PAD_COPY = 8
+PAD_SECONDS_PER_UNIT = 5e-11
 _DEFAULT_SECONDS_PER_UNIT = 1 / 2e10  # a GEMM flop at ~20 GFLOP/s: used for unfitted pairs
 
 #: method name -> the module of this package that implements it.
@@ -103,11 +115,18 @@ def _module(method: str):  # type: ignore[no-untyped-def]
 
 
 def parts(spec: ConvSpec, method: str, step: str) -> dict[str, float] | None:
-    """The parts of the estimated work of one step (None if ``method`` cannot run it)."""
+    """The parts of the estimated work of one step (None if ``method`` cannot run it),
+    including ``padding``: the padded copy of the input (or the crop of the input
+    gradient) that a method which cannot read the padding itself needs."""
     module = _module(method)
     if module.unsupported(spec, method) is not None:
         return None
-    return {name: float(value) for name, value in module.terms(spec, method, step).items()}
+    found = {name: float(value) for name, value in module.terms(spec, method, step).items()}
+    reads_padding = spec.padding_mode == "zeros" and getattr(module, "UNPADDED", False)
+    copied = any(any(pair) for pair in spec.pads) and not reads_padding
+    found["padding"] = PAD_COPY * spec.batch * spec.in_channels * math.prod(
+        spec.padded_size) if copied else 0.0
+    return found
 
 
 def predict(spec: ConvSpec, method: str, step: str,

@@ -296,13 +296,7 @@ def _backward_steps(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bia
     if flip:
         w = _flip(xp, w)
     method = choose(spec, "input_grad")
-    module = implementation(spec, method)
-    if _reads_padding(module, spec):
-        grad_x = module.input_grad(xp, grad_out, w, spec, method, padded=False)
-    else:
-        grad_x_pad = module.input_grad(xp, grad_out, w, spec, method)
-        grad_x = _padding.pad_vjp(xp, grad_x_pad, spec.in_size, spec.pads, spec.padding_mode)
-        del grad_x_pad  # (x is padded after this: the two need not be held together)
+    grad_x = _input_grad(implementation(spec, method), spec, grad_out, w, method)
     method = choose(spec, "weight_grad")
     module = implementation(spec, method)
     grad_w = _on_input(module, spec, x, lambda x_in, **kw: module.weight_grad(
@@ -316,6 +310,17 @@ def _reads_padding(module: Any, spec: _validate.ConvSpec) -> bool:
     """Whether the algorithm takes the unpadded input and reads the zero padding itself
     (``UNPADDED`` modules: no padded copy of the input is made)."""
     return spec.padding_mode == "zeros" and getattr(module, "UNPADDED", False)
+
+
+def _input_grad(module: Any, spec: _validate.ConvSpec, grad_out: Any, w: Any,
+                method: str) -> Any:
+    """The gradient with respect to the unpadded input: computed so where the algorithm
+    reads the padding itself, else cropped (or folded, for other padding modes) from the
+    padded input's."""
+    if _reads_padding(module, spec):
+        return module.input_grad(spec.xp, grad_out, w, spec, method, padded=False)
+    grad_x_pad = module.input_grad(spec.xp, grad_out, w, spec, method)
+    return _padding.pad_vjp(spec.xp, grad_x_pad, spec.in_size, spec.pads, spec.padding_mode)
 
 
 def _on_input(module: Any, spec: _validate.ConvSpec, x: Any, step: Any) -> Any:
