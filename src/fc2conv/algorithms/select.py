@@ -43,14 +43,14 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
 #: padded copy, the same whichever method needs it.
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('direct', 'correlate'): {
-        'calls': 5.361e-11, 'gathers': 2.605e-11, 'padding': 5.000e-11, 'passes': 4.367e-12,
-        'products': 1.382e-10},
+        'calls': 4.761e-11, 'gathers': 2.444e-11, 'padding': 5.000e-11, 'passes': 7.159e-12,
+        'products': 4.831e-11},
     ('direct', 'input_grad'): {
-        'calls': 4.309e-11, 'gathers': 2.674e-11, 'padding': 5.000e-11, 'passes': 9.659e-12,
+        'calls': 3.720e-11, 'gathers': 2.522e-11, 'padding': 5.000e-11, 'passes': 1.060e-11,
         'products': 0.000e+00},
     ('direct', 'weight_grad'): {
-        'calls': 9.430e-11, 'dots': 3.692e-11, 'gathers': 3.348e-11, 'padding': 5.000e-11,
-        'passes': 7.179e-12, 'products': 8.091e-11},
+        'calls': 3.745e-11, 'dots': 3.565e-11, 'gathers': 2.924e-11, 'padding': 5.000e-11,
+        'passes': 1.596e-11, 'products': 1.949e-11},
     ('fft', 'correlate'): {
         'copies': 5.542e-11, 'mix': 1.503e-11, 'padding': 5.000e-11, 'products': 3.786e-11,
         'transforms': 1.373e-11},
@@ -73,23 +73,23 @@ SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('shift', 'weight_grad'): {
         'calls': 1.547e-11, 'padding': 5.000e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
     ('winograd', 'correlate'): {
-        'calls': 1.782e-11, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 6.651e-12,
-        'transforms': 9.852e-12},
+        'calls': 3.962e-11, 'copies': 5.149e-12, 'padding': 5.000e-11, 'products': 9.604e-12,
+        'transforms': 2.023e-13},
     ('winograd', 'input_grad'): {
         'calls': 2.242e-11, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 8.162e-12,
         'transforms': 6.788e-12},
     ('winograd', 'weight_grad'): {
-        'calls': 1.921e-11, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 2.142e-11,
-        'transforms': 2.246e-12},
+        'calls': 4.319e-11, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 1.503e-11,
+        'transforms': 0.000e+00},
     ('winograd2', 'correlate'): {
-        'calls': 1.560e-11, 'copies': 9.042e-12, 'padding': 5.000e-11, 'products': 5.376e-12,
-        'transforms': 4.542e-12},
+        'calls': 1.717e-11, 'copies': 8.825e-12, 'padding': 5.000e-11, 'products': 6.390e-12,
+        'transforms': 2.802e-12},
     ('winograd2', 'input_grad'): {
         'calls': 1.625e-11, 'copies': 1.062e-11, 'padding': 5.000e-11, 'products': 4.284e-12,
         'transforms': 3.678e-12},
     ('winograd2', 'weight_grad'): {
-        'calls': 7.041e-12, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 1.169e-11,
-        'transforms': 8.882e-12},
+        'calls': 9.819e-12, 'copies': 7.816e-12, 'padding': 5.000e-11, 'products': 9.445e-12,
+        'transforms': 0.000e+00},
 }
 #: The work of copying one element into (or out of) a padded array, in the modules' units
 #: (GEMM flops at 20 GFLOP/s): ~0.4 ns (a 12.8 MB input padded by one: 1.5 ms).
