@@ -302,25 +302,33 @@ def test_unpadded_input_matches_padded(size, kernel, stride, pads, groups, block
 
 
 def test_small_products_stay_on_one_thread(monkeypatch) -> None:
-    """Steps made of small BLAS products run their blocks on the calling thread; broadcast
-    multiplies (depthwise) and large products may use the worker threads."""
+    """Steps made of small BLAS products run their blocks on the calling thread, and so do
+    broadcast multiplies (depthwise) over blocks of several (image, group) items; broadcast
+    multiplies over slabs of one large image and large products may use the worker
+    threads."""
     asked = []
     run = direct.Engine.run
     monkeypatch.setattr(direct.Engine, "run",
                         lambda self, work, blocks=None, threads=True:
                         asked.append(threads) or run(self, work, blocks, threads))
     rng = np.random.default_rng(3)
-    for c_in, groups, threshold, expected in [(6, 1, None, False), (8, 8, None, True),
-                                              (6, 1, 1 << 10, True)]:
-        if threshold:  # products of 16 x 30 x 136 multiply-adds: "large" above 2^10
+    for x_shape, c_out, groups, threshold, expected in [
+            ((64, 6, 14, 14), 16, 1, None, False),  # small products
+            ((64, 8, 14, 14), 8, 8, None, False),  # depthwise, blocks of many groups
+            ((1, 1, 700, 700), 1, 1, None, True),  # one image: slabs of rows
+            ((64, 6, 14, 14), 16, 1, 1 << 10, True)]:  # 16 x 30 x 136: "large" above 2^10
+        if threshold:
             monkeypatch.setattr(direct, "THREADED_PRODUCT", threshold)
-        x = rng.standard_normal((64, c_in, 14, 14)).astype(np.float32)
-        w = rng.standard_normal((16, c_in // groups, 5, 5)).astype(np.float32)
+        x = rng.standard_normal(x_shape).astype(np.float32)
+        w = rng.standard_normal((c_out, x_shape[1] // groups, 5, 5)).astype(np.float32)
         spec = _validate.conv_spec(x, w, None, stride=1, padding=0, dilation=1,
                                    groups=groups, padding_mode="zeros", method="direct")
+        gy = np.ones(spec.output_shape, np.float32)
         asked.clear()
         direct.correlate(np, x, w, spec, "direct")
-        assert asked == [expected], (c_in, groups, threshold)
+        direct.input_grad(np, gy, w, spec, "direct")
+        direct.weight_grad(np, gy, x, spec, "direct")
+        assert asked == [expected] * 3, (x_shape, groups, threshold)
 
 
 def test_threads_give_the_same_numbers() -> None:
