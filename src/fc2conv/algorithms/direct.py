@@ -508,6 +508,7 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any, padded: bool = True) -> 
     staged = _staged(layer)
     eng = Engine(layer, x_pad.dtype, staged)
     cg = layer.cg
+    broadcast = cg == 1 and not staged  # (one input channel: multiply by og weights)
     taps = _row_taps(w, layer, eng.dtype) if staged else _taps(w, layer, eng.dtype)
     y = np.empty(spec.output_shape, dtype=eng.dtype)
 
@@ -528,7 +529,7 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any, padded: bool = True) -> 
                 run = src[:, :, :, p, shift:shift + length]  # (nb, gb, cg [* K_last], L)
                 wk = taps[k, b.g0:b.g1]  # (gb, og, cg [* K_last])
                 into = tmp if k else acc
-                if cg == 1 and not staged:  # a broadcast multiply; matmul would loop outside BLAS
+                if broadcast:  # (matmul would loop outside BLAS)
                     np.multiply(run, wk, out=into)
                 else:
                     np.matmul(wk, run, out=into)
@@ -538,9 +539,8 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any, padded: bool = True) -> 
                     np.add(acc, tmp, out=acc)
             eng.store(y, b, plan, full)
 
-    if cg == 1 and not staged:  # (broadcast multiplies over runs of L)
+    if broadcast:  # (over runs of L)
         work = unbuffered(work, eng.plan(eng.blocks[0]).length)
-    broadcast = cg == 1 and not staged
     eng.run(work, threads=(broadcast and _slabs(eng)) or _large_products(
         eng, layer.og * cg * (spec.kernel[-1] if staged else 1)))
     return y
@@ -605,8 +605,8 @@ def _staged_input_grad(gy: np.ndarray, rows: np.ndarray, plan: _Plan, acc: np.nd
     """One input channel per group, stride 1: each kernel row's ``K_last`` products at once,
     ``rows[r]: (gb, K_last, og)`` @ ``gy: (nb, gb, og, L)``, written offset-major into a
     buffer laid out like the contiguous accumulator ``acc: (nb, gb, 1, 1, size)`` (zero
-    tails, as :func:`_flat_pair`),
-    so that each offset's product is still added with one flat ``np.add``. LeNet-1's input
+    tails, as :func:`_flat_pair`), so that each offset's product is still added with one
+    flat ``np.add``. LeNet-1's input
     gradient (og = 6, 5x5): 5 products of (5 x 6) @ (6 x L) per image instead of 25 of
     (1 x 6) @ (6 x L)."""
     nb, gb, _, _, item = acc.shape
@@ -688,8 +688,8 @@ def _large_products(eng: Engine, macs: int) -> bool:
 
 def _slabs(eng: Engine) -> bool:
     """Whether the blocks are slabs of one (image, group) item: then the broadcast
-    multiplies and the depthwise ``vecdot`` may run on two threads (a 2048^2 image filter:
-    within +-8 % either way). Blocks of several items measured faster on one thread: the
+    multiplies and the depthwise ``vecdot`` may run on two threads (image filters: from
+    10 % slower to 18 % faster than on one). Blocks of several items measured faster on one thread: the
     suite's depthwise layer (blocks of 19 groups) forward 12.0 -> 9.7 ms, input gradient
     11.5 -> 10.0 ms, weight gradient 7.6 -> 4.7 ms; dw-5x5 likewise, 1.0-1.2x. Presumably
     the two threads' many short NumPy calls contend for the GIL: im2col's fewer, larger
