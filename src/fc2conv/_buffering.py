@@ -11,8 +11,8 @@ of a few hundred elements and more that copy costs more than it saves. Measured 
 - In runs of 10-30 the buffering wins (2-3x), and reductions never gain.
 
 So only the loops of adds and broadcast multiplies over long runs turn it off, through
-:func:`unbuffered`. ``np.setbufsize`` is local to the calling thread's context, so each
-worker thread sets its own.
+:func:`unbuffered`. ``np.setbufsize`` is local to the calling thread (its context, on
+NumPy 2), so each worker thread sets its own.
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ def unbuffered(work: _Work, run: int) -> _Work:
 
     @functools.wraps(work)
     def run_unbuffered(*args: Any, **kwargs: Any) -> Any:
-        with np.errstate():  # (it restores the buffer size on exit)
-            np.setbufsize(_NO_BUFFER)
+        previous = np.setbufsize(_NO_BUFFER)
+        try:
             return work(*args, **kwargs)
+        finally:  # (np.errstate restores it too on NumPy 2, but not on 1.26)
+            np.setbufsize(previous)
 
     return run_unbuffered  # type: ignore[return-value]
