@@ -7,7 +7,7 @@ the image filters), fits the seconds per unit of each part of the estimated work
 (:func:`fit`), and reports for every layer the fastest method, what ``auto`` picks with the
 fitted constants, and how much slower that pick is (the target: within 10 % everywhere).
 
-    python benchmarks/calibrate_select.py                 # fit and report, ~9 min on 2 cores
+    python benchmarks/calibrate_select.py                 # fit and report, ~7-9 min on 2 cores
     python benchmarks/calibrate_select.py --check         # report with select.py's constants
     python benchmarks/calibrate_select.py --save t.json   # ... and keep the timings
     python benchmarks/calibrate_select.py --load t.json   # fit saved timings again
@@ -165,18 +165,15 @@ def fit(results: list[dict]) -> dict:
     """Per ``(method, step)``: the seconds per unit of each part of the work. First one
     common constant (the geometric mean of time / total work), then a ratio ``u >= 0`` per
     part minimising ``sum_layers (predicted / measured - 1)^2 + PULL^2 * sum_parts (u - 1)^2``
-    (non-negative least squares). The ``padding`` part keeps select.py's measured rate: its
-    time is taken off the measured one before the fit."""
+    (non-negative least squares). The ``padding`` part is not fitted: its time at select.py's
+    measured rate is taken off the measured one first."""
     rows: dict = {}
-    fixed: dict = {}  # the padded copy's measured rate (select.py), not fitted
     for result in results:
         for key, (seconds, parts) in result["found"].items():
             if not parts or not 0 < sum(parts.values()) < math.inf:
                 continue
             parts = dict(parts)
-            rate = fixed.setdefault(key, select.SECONDS_PER_UNIT.get(key, {}).get(
-                "padding", select.PAD_SECONDS_PER_UNIT))
-            seconds -= rate * parts.pop("padding", 0.0)
+            seconds -= select.PAD_SECONDS_PER_UNIT * parts.pop("padding", 0.0)
             if seconds > 0:
                 rows.setdefault(key, []).append((seconds, parts))
     constants = {}
@@ -188,7 +185,6 @@ def fit(results: list[dict]) -> dict:
         b = np.concatenate([np.ones(len(samples)), PULL * np.ones(len(names))])
         ratios, _ = optimize.nnls(a, b)
         constants[key] = {name: common * float(u) for name, u in zip(names, ratios)}
-        constants[key]["padding"] = fixed[key]
     return constants
 
 

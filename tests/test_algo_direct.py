@@ -273,19 +273,22 @@ def test_flat_adds_and_staged_rows_match_reference(size, kernel, stride, padding
         assert not all(taken)  # slabs of one image's rows: strided adds
 
 
-@pytest.mark.parametrize(("size", "kernel", "stride", "pads", "groups"), [
-    ((12, 11), (3, 3), (1, 1), ((1, 1), (1, 1)), 4),
-    ((9, 10), (5, 3), (2, 1), ((2, 1), (0, 3)), 2),
-    ((7, 6, 5), (3, 2, 3), (1, 1, 1), ((1, 1), (0, 1), (2, 2)), 1),
-    ((30,), (4,), (3,), ((2, 5),), 4)])
+@pytest.mark.parametrize(("size", "kernel", "stride", "pads", "groups", "c_out"), [
+    ((12, 11), (3, 3), (1, 1), ((1, 1), (1, 1)), 4, 4),
+    ((12, 11), (3, 3), (1, 1), ((1, 1), (1, 1)), 4, 8),  # one channel in, two out: staged
+    ((9, 10), (5, 3), (2, 1), ((2, 1), (0, 3)), 2, 4),
+    ((7, 6, 5), (3, 2, 3), (1, 1, 1), ((1, 1), (0, 1), (2, 2)), 1, 4),
+    ((30,), (4,), (3,), ((2, 5),), 4, 4)])
 @pytest.mark.parametrize("block_bytes", [None, 64])
-def test_unpadded_input_matches_padded(size, kernel, stride, pads, groups, block_bytes) -> None:
+def test_unpadded_input_matches_padded(size, kernel, stride, pads, groups, c_out,
+                                       block_bytes) -> None:
     """``padded=False``: the steps take the unpadded input and fill the zero padding in their
     gathers; the forward, the input gradient (to the unpadded input) and the weight gradient
-    equal the padded path's, cropped."""
+    equal the padded path's, cropped (the staged input gradient included: one channel in,
+    two out)."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 4, *size))
-    w = rng.standard_normal((4, 4 // groups, *kernel))
+    w = rng.standard_normal((c_out, 4 // groups, *kernel))
     spec = _validate.conv_spec(x, w, None, stride=stride, padding=pads, dilation=1,
                                groups=groups, padding_mode="zeros", method="direct")
     x_pad = np.pad(x, ((0, 0), (0, 0), *pads))

@@ -112,7 +112,9 @@ def test_the_fitted_constants_name_the_parts_of_the_formulas() -> None:
         implementation(spec, method)  # runs this layer
         for step in STEPS:
             constants = select.SECONDS_PER_UNIT[method, step]
-            assert set(constants) == set(select.parts(spec, method, step)), (method, step)
+            # (``padding`` has one measured rate for all, PAD_SECONDS_PER_UNIT)
+            assert set(constants) == set(select.parts(spec, method, step)) - {"padding"}, (
+                method, step)
             assert all(0 <= v < 1e-8 for v in constants.values())
             assert sum(constants.values()) > 0
 

@@ -567,7 +567,7 @@ def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any, padded: bool = Tru
             length = plan.length
             gy = eng.grid(grad_out, b, plan, scratch)  # (nb, gb, og, L)
             acc = eng.gradient(gx, b, plan, scratch)
-            if rows is not None and acc.flags.c_contiguous:
+            if rows is not None and acc.flags.c_contiguous:  # (its flat adds need a view)
                 _staged_input_grad(gy, rows[:, b.g0:b.g1], plan, acc, length, scratch)
                 eng.fold(gx, b, plan, acc)
                 continue

@@ -29,67 +29,51 @@ import functools
 import importlib
 import math
 from collections.abc import Iterator
+from typing import Any
 
 from .._threads import fft_workers
 from .._validate import ConvSpec
 
 __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods", "parts",
-           "predict"]
+           "predict", "reads_padding"]
 
 #: Measured seconds per unit of each part of the estimated work, per ``(method, step)``
-#: (the parts are the keys of the modules' ``terms``, and ``padding``); from
-#: ``benchmarks/calibrate_select.py`` on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels).
-#: ``padding`` is not fitted: it is :data:`PAD_SECONDS_PER_UNIT`, the measured rate of the
-#: padded copy, the same whichever method needs it.
+#: (the parts are the keys of the modules' ``terms``); from ``benchmarks/calibrate_select.py``
+#: on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels). The ``padding`` part that
+#: :func:`parts` adds is not fitted: it costs :data:`PAD_SECONDS_PER_UNIT` whichever method
+#: needs it (the measured rate of the padded copy).
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('direct', 'correlate'): {
-        'calls': 4.761e-11, 'gathers': 2.444e-11, 'padding': 5.000e-11, 'passes': 7.159e-12,
-        'products': 4.831e-11},
+        'calls': 4.761e-11, 'gathers': 2.444e-11, 'passes': 7.159e-12, 'products': 4.831e-11},
     ('direct', 'input_grad'): {
-        'calls': 3.720e-11, 'gathers': 2.522e-11, 'padding': 5.000e-11, 'passes': 1.060e-11,
-        'products': 0.000e+00},
+        'calls': 3.720e-11, 'gathers': 2.522e-11, 'passes': 1.060e-11, 'products': 0.000e+00},
     ('direct', 'weight_grad'): {
-        'calls': 3.745e-11, 'dots': 3.565e-11, 'gathers': 2.924e-11, 'padding': 5.000e-11,
-        'passes': 1.596e-11, 'products': 1.949e-11},
+        'calls': 3.745e-11, 'dots': 3.565e-11, 'gathers': 2.924e-11, 'passes': 1.596e-11,
+        'products': 1.949e-11},
     ('fft', 'correlate'): {
-        'copies': 5.542e-11, 'mix': 1.503e-11, 'padding': 5.000e-11, 'products': 3.786e-11,
-        'transforms': 1.373e-11},
+        'copies': 5.542e-11, 'mix': 1.503e-11, 'products': 3.786e-11, 'transforms': 1.373e-11},
     ('fft', 'input_grad'): {
-        'copies': 4.304e-11, 'mix': 1.338e-11, 'padding': 5.000e-11, 'products': 6.435e-11,
-        'transforms': 1.595e-11},
+        'copies': 4.304e-11, 'mix': 1.338e-11, 'products': 6.435e-11, 'transforms': 1.595e-11},
     ('fft', 'weight_grad'): {
-        'copies': 3.872e-11, 'mix': 1.444e-11, 'padding': 5.000e-11, 'products': 1.281e-10,
-        'transforms': 1.754e-11},
-    ('im2col', 'correlate'): {
-        'calls': 1.757e-11, 'padding': 5.000e-11, 'passes': 1.901e-12, 'products': 4.073e-12},
-    ('im2col', 'input_grad'): {
-        'calls': 8.686e-12, 'padding': 5.000e-11, 'passes': 1.925e-12, 'products': 4.674e-12},
-    ('im2col', 'weight_grad'): {
-        'calls': 4.169e-11, 'padding': 5.000e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
-    ('shift', 'correlate'): {
-        'calls': 1.506e-11, 'padding': 5.000e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
-    ('shift', 'input_grad'): {
-        'calls': 9.240e-12, 'padding': 5.000e-11, 'passes': 2.065e-12, 'products': 3.807e-12},
-    ('shift', 'weight_grad'): {
-        'calls': 1.547e-11, 'padding': 5.000e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
+        'copies': 3.872e-11, 'mix': 1.444e-11, 'products': 1.281e-10, 'transforms': 1.754e-11},
+    ('im2col', 'correlate'): {'calls': 1.757e-11, 'passes': 1.901e-12, 'products': 4.073e-12},
+    ('im2col', 'input_grad'): {'calls': 8.686e-12, 'passes': 1.925e-12, 'products': 4.674e-12},
+    ('im2col', 'weight_grad'): {'calls': 4.169e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
+    ('shift', 'correlate'): {'calls': 1.506e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
+    ('shift', 'input_grad'): {'calls': 9.240e-12, 'passes': 2.065e-12, 'products': 3.807e-12},
+    ('shift', 'weight_grad'): {'calls': 1.547e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
     ('winograd', 'correlate'): {
-        'calls': 3.962e-11, 'copies': 5.149e-12, 'padding': 5.000e-11, 'products': 9.604e-12,
-        'transforms': 2.023e-13},
+        'calls': 3.962e-11, 'copies': 5.149e-12, 'products': 9.604e-12, 'transforms': 2.023e-13},
     ('winograd', 'input_grad'): {
-        'calls': 2.242e-11, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 8.162e-12,
-        'transforms': 6.788e-12},
+        'calls': 2.242e-11, 'copies': 0.000e+00, 'products': 8.162e-12, 'transforms': 6.788e-12},
     ('winograd', 'weight_grad'): {
-        'calls': 4.319e-11, 'copies': 0.000e+00, 'padding': 5.000e-11, 'products': 1.503e-11,
-        'transforms': 0.000e+00},
+        'calls': 4.319e-11, 'copies': 0.000e+00, 'products': 1.503e-11, 'transforms': 0.000e+00},
     ('winograd2', 'correlate'): {
-        'calls': 1.717e-11, 'copies': 8.825e-12, 'padding': 5.000e-11, 'products': 6.390e-12,
-        'transforms': 2.802e-12},
+        'calls': 1.717e-11, 'copies': 8.825e-12, 'products': 6.390e-12, 'transforms': 2.802e-12},
     ('winograd2', 'input_grad'): {
-        'calls': 1.625e-11, 'copies': 1.062e-11, 'padding': 5.000e-11, 'products': 4.284e-12,
-        'transforms': 3.678e-12},
+        'calls': 1.625e-11, 'copies': 1.062e-11, 'products': 4.284e-12, 'transforms': 3.678e-12},
     ('winograd2', 'weight_grad'): {
-        'calls': 9.819e-12, 'copies': 7.816e-12, 'padding': 5.000e-11, 'products': 9.445e-12,
-        'transforms': 0.000e+00},
+        'calls': 9.819e-12, 'copies': 7.816e-12, 'products': 9.445e-12, 'transforms': 0.000e+00},
 }
 #: The work of copying one element into (or out of) a padded array, in the modules' units
 #: (GEMM flops at 20 GFLOP/s): ~0.4 ns (a 12.8 MB input padded by one: 1.5 ms).
@@ -122,11 +106,16 @@ def parts(spec: ConvSpec, method: str, step: str) -> dict[str, float] | None:
     if module.unsupported(spec, method) is not None:
         return None
     found = {name: float(value) for name, value in module.terms(spec, method, step).items()}
-    reads_padding = spec.padding_mode == "zeros" and getattr(module, "UNPADDED", False)
-    copied = any(any(pair) for pair in spec.pads) and not reads_padding
+    copied = any(any(pair) for pair in spec.pads) and not reads_padding(module, spec)
     found["padding"] = PAD_COPY * spec.batch * spec.in_channels * math.prod(
         spec.padded_size) if copied else 0.0
     return found
+
+
+def reads_padding(module: Any, spec: ConvSpec) -> bool:
+    """Whether the algorithm ``module`` takes the unpadded input and reads the zero padding
+    itself (``UNPADDED`` modules, ``padding=False`` steps): no padded copy is made."""
+    return spec.padding_mode == "zeros" and getattr(module, "UNPADDED", False)
 
 
 def predict(spec: ConvSpec, method: str, step: str,
@@ -136,7 +125,8 @@ def predict(spec: ConvSpec, method: str, step: str,
     found = parts(spec, method, step)
     if found is None:
         return float("inf")
-    per_unit = (SECONDS_PER_UNIT if constants is None else constants).get((method, step), {})
+    per_unit = {"padding": PAD_SECONDS_PER_UNIT,
+                **(SECONDS_PER_UNIT if constants is None else constants).get((method, step), {})}
     return sum(value * per_unit.get(name, _DEFAULT_SECONDS_PER_UNIT)
                for name, value in found.items())
 

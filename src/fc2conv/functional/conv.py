@@ -17,6 +17,7 @@ import numpy as np
 from .. import _padding, _threads, _validate
 from .._buffering import unbuffered
 from ..algorithms import choose, implementation
+from ..algorithms.select import reads_padding
 
 __all__ = [
     "conv_transpose",
@@ -308,18 +309,12 @@ def _backward_steps(spec: _validate.ConvSpec, grad_out: Any, x: Any, w: Any, bia
     return grad_x, grad_w, _bias_grad(xp, grad_out, bias)
 
 
-def _reads_padding(module: Any, spec: _validate.ConvSpec) -> bool:
-    """Whether the algorithm takes the unpadded input and reads the zero padding itself
-    (``UNPADDED`` modules: no padded copy of the input is made)."""
-    return spec.padding_mode == "zeros" and getattr(module, "UNPADDED", False)
-
-
 def _input_grad(module: Any, spec: _validate.ConvSpec, grad_out: Any, w: Any,
                 method: str) -> Any:
     """The gradient with respect to the unpadded input: computed so where the algorithm
     reads the padding itself, else cropped (or folded, for other padding modes) from the
     padded input's."""
-    if _reads_padding(module, spec):
+    if reads_padding(module, spec):
         return module.input_grad(spec.xp, grad_out, w, spec, method, padded=False)
     grad_x_pad = module.input_grad(spec.xp, grad_out, w, spec, method)
     return _padding.pad_vjp(spec.xp, grad_x_pad, spec.in_size, spec.pads, spec.padding_mode)
@@ -328,7 +323,7 @@ def _input_grad(module: Any, spec: _validate.ConvSpec, grad_out: Any, w: Any,
 def _on_input(module: Any, spec: _validate.ConvSpec, x: Any, step: Any) -> Any:
     """``step(input, **options)`` on ``x`` as the algorithm takes it: unpadded with
     ``padded=False``, or a padded copy (a reused per-thread buffer for NumPy)."""
-    if _reads_padding(module, spec):
+    if reads_padding(module, spec):
         return step(x, padded=False)
     return step(_padding.pad(spec.xp, x, spec.pads, spec.padding_mode, scratch="x_pad"))
 
