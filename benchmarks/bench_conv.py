@@ -57,6 +57,7 @@ class Case:
     stride: int = 1
     padding: object = 0
     groups: int = 1
+    dilation: int = 1
 
     @property
     def single_channel(self) -> bool:
@@ -134,7 +135,8 @@ def run_case(case: Case, repeat: int, methods: tuple[str, ...], slow: float,
     x, w, b = _arrays(case, k)
     k = w.shape[-1]
     nd = len(case.size)
-    kw = {"stride": case.stride, "padding": case.padding, "groups": case.groups}
+    kw = {"stride": case.stride, "padding": case.padding, "groups": case.groups,
+          "dilation": case.dilation}
     y = fc2conv.correlate(x, w, b, **kw)
     gy = np.random.default_rng(1).standard_normal(y.shape, dtype=np.float32)
     flops = 2 * math.prod(y.shape) * (case.c_in // case.groups) * k**nd
@@ -217,7 +219,7 @@ def peers_apart(case: Case, args) -> dict:
 def _spec(x, w, b, kw):
     from fc2conv import _validate
 
-    return _validate.conv_spec(x, w, b, dilation=1, padding_mode="zeros", **kw)
+    return _validate.conv_spec(x, w, b, padding_mode="zeros", **kw)
 
 
 def _ratio(row, ours, peer):

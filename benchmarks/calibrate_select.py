@@ -11,6 +11,7 @@ fitted constants, and how much slower that pick is (the target: within 10 % ever
     python benchmarks/calibrate_select.py --check         # report with select.py's constants
     python benchmarks/calibrate_select.py --save t.json   # ... and keep the timings
     python benchmarks/calibrate_select.py --load t.json   # fit saved timings again
+    python benchmarks/calibrate_select.py --check --held-out  # layers it was not fitted to
 
 Every case is measured in a fresh process, its methods timed in interleaved rounds (the
 fastest of ``--repeat`` kept). Run it on a quiet machine: the constants are ratios of times.
@@ -54,6 +55,23 @@ EXTRA = [
     Case("rgb-k15", 1, 3, (512, 512), 3, 15, 1, "same"),
 ]
 
+#: Layers the constants are not fitted to (``--held-out``): common shapes the suite lacks
+#: (a stem, dilation, strided depthwise, ResNeXt groups, 1-D audio, batch 1, small images),
+#: to check that ``auto`` generalises.
+HELD_OUT = [
+    Case("stem-7x7-s2", 8, 3, (112, 112), 64, 7, 2, 3),
+    Case("vgg-3x3", 4, 32, (64, 64), 64, 3, 1, 1),
+    Case("dilated-3x3", 8, 64, (32, 32), 64, 3, 1, 2, dilation=2),
+    Case("dw-s2", 8, 64, (56, 56), 64, 3, 2, 1, groups=64),
+    Case("resnext-g32", 8, 128, (28, 28), 128, 3, 1, 1, groups=32),
+    Case("audio-k80-s4", 16, 1, (4000,), 32, 80, 4, 0),
+    Case("conv1d-dilated", 8, 32, (2048,), 32, 3, 1, 2, dilation=2),
+    Case("conv3d-small", 4, 8, (16, 16, 16), 16, 3, 1, 1),
+    Case("batch-1", 1, 128, (28, 28), 128, 3, 1, 1),
+    Case("image-256-k7", 1, 1, (256, 256), 1, 7, 1, "same"),
+    Case("mnist-k3", 128, 1, (28, 28), 16, 3, 1, 1),
+    Case("digits-8x8", 64, 8, (8, 8), 16, 3, 1, 1),
+]
 
 #: A method whose first timing is this many times the fastest one's is not timed again.
 HOPELESS = 3.0
@@ -87,7 +105,8 @@ def _layer(case: Case):
     w = rng.standard_normal((case.c_out, case.c_in // case.groups) + (case.k,) * nd,
                             dtype=np.float32)
     spec = _validate.conv_spec(x, w, None, stride=case.stride, padding=case.padding,
-                               dilation=1, groups=case.groups, padding_mode="zeros")
+                               dilation=case.dilation, groups=case.groups,
+                               padding_mode="zeros")
     return rng, x, w, spec
 
 
@@ -189,10 +208,14 @@ def fit(results: list[dict]) -> dict:
 
 
 def report(results: list[dict], constants: dict) -> float:
-    worst = 1.0
+    """Per step: the fastest method, ``auto``'s pick and how much slower it is; then per
+    layer, forward + backward with ``auto``'s picks against the fastest method of each step.
+    Returns the worst step's ratio."""
+    worst, per_case = 1.0, []
     print(f"\n{'case':17} {'step':12} {'fastest':>10} {'ms':>8} {'auto':>10} {'ms':>8} "
           f"{'slower':>7}")
     for result in results:
+        picked = fastest = 0.0
         for step in STEPS:
             timed = {m: t for (m, s), (t, _) in result["found"].items() if s == step}
             best = min(timed, key=timed.get)
@@ -202,10 +225,18 @@ def report(results: list[dict], constants: dict) -> float:
             pick = min(estimates, key=estimates.get)
             slower = timed[pick] / timed[best]
             worst = max(worst, slower)
+            picked, fastest = picked + timed[pick], fastest + timed[best]
             flag = "" if slower <= 1.10 else "  <-"
             print(f"{result['case'].name:17} {step:12} {best:>10} {1e3 * timed[best]:8.2f} "
                   f"{pick:>10} {1e3 * timed[pick]:8.2f} {slower:7.2f}{flag}")
-    print(f"\nworst auto pick: {worst:.2f}x the fastest method")
+        per_case.append((result["case"].name, picked, fastest))
+    print(f"\n{'case':17} {'fwd+bwd ms':>10} {'fastest':>8} {'slower':>7}   (auto's picks vs "
+          "the fastest method of each step)")
+    for name, picked, fastest in per_case:
+        flag = "" if picked <= 1.10 * fastest else "  <-"
+        print(f"{name:17} {1e3 * picked:10.2f} {1e3 * fastest:8.2f} {picked / fastest:7.2f}{flag}")
+    print(f"\nworst auto pick: {worst:.2f}x the fastest method (one step); forward+backward: "
+          f"{max(p / f for _, p, f in per_case):.2f}x")
     return worst
 
 
@@ -220,11 +251,13 @@ def main(argv=None) -> int:
     parser.add_argument("--load", help="fit timings saved by --save instead of measuring")
     parser.add_argument("--in-process", action="store_true",
                         help="measure every case in this process (default: a fresh one each)")
+    parser.add_argument("--held-out", action="store_true",
+                        help="the layers the constants are not fitted to (use with --check)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat takes a number of rounds >= 1; got {args.repeat}")
-    known = {c.name: c for c in SUITE + EXTRA}
+    known = {c.name: c for c in SUITE + EXTRA + HELD_OUT}
     unknown = [n for n in [args.child, *(args.cases or [])] if n and n not in known]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; known: {sorted(known)}")
@@ -232,7 +265,8 @@ def main(argv=None) -> int:
         case = known[args.child]
         print(json.dumps(_timings(measure(case, args.repeat))))
         return 0
-    cases = [c for c in SUITE + EXTRA if not args.cases or c.name in args.cases]
+    pool = HELD_OUT if args.held_out else SUITE + EXTRA
+    cases = [c for c in pool if not args.cases or c.name in args.cases]
     if args.load:
         results = load(args.load, cases)
     else:

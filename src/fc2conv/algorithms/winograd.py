@@ -337,34 +337,50 @@ def _forward(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: tuple[i
     o = u.shape[1] * u.shape[2]
     tiles = tuple(-(-k // m) for k in out_size)
     parts = _parts(n, out_size[0], m, _tile_bytes(xp, x, max(c, o), tiles, m), _workers(xp))
-    if len(parts) == 1:
-        return _forward_block(xp, x, u, out_size, offset, method)
     y = xp.empty((n, o, *out_size), dtype=x.dtype, device=array_api_compat.device(x))
 
     def block(part: tuple[slice, slice]) -> None:
         images, rows = part
         reads, band_offset = _band(rows, offset[0], x.shape[2])
-        y[images, :, rows, ...] = _forward_block(
-            xp, x[images, :, reads, ...], u, (rows.stop - rows.start, *out_size[1:]),
-            (band_offset, *offset[1:]), method)
+        if len(parts) == 1 or isinstance(y, np.ndarray):  # (a NumPy slice is a view)
+            into = y if len(parts) == 1 else y[images, :, rows, ...]
+        else:  # (the array API does not promise that writes into a slice reach y)
+            into = xp.empty((images.stop - images.start, o, rows.stop - rows.start,
+                             *out_size[1:]), dtype=x.dtype, device=array_api_compat.device(x))
+        _forward_block(xp, x[images, :, reads, ...], u, (band_offset, *offset[1:]), method,
+                       into)
+        if into is not y and not isinstance(y, np.ndarray):
+            y[images, :, rows, ...] = into
 
     _each(xp, block, parts)
     return y
 
 
-def _forward_block(xp: Any, x: Any, u: Any, out_size: tuple[int, ...],
-                   offset: tuple[int, ...], method: str) -> Any:
-    """:func:`_forward` on all of ``x`` at once."""
-    d, m = len(out_size), TILE[method]
+def _forward_block(xp: Any, x: Any, u: Any, offset: tuple[int, ...], method: str,
+                   into: Any) -> None:
+    """:func:`_forward` on all of ``x`` at once, into ``into: (N, O, *out_size)``."""
+    d, m = into.ndim - 2, TILE[method]
     at, _, bt = _mats(xp, x, method, d)
-    tiles = tuple(-(-n // m) for n in out_size)
+    tiles = tuple(-(-n // m) for n in into.shape[2:])
     v = _group(xp, bt @ _gather(xp, x, m, tiles, offset), u.shape[1], x.shape[1])
-    y = at @ xp.reshape(_product(u, v), (v.shape[0], -1))
-    # (m,)*d + (O, N, *tiles) -> (N, O, t_0, m, t_1, m, ...), merged and cropped
-    y = xp.reshape(y, (*(m,) * d, -1, x.shape[0], *tiles))
-    order = (d + 1, d, *(i for k in range(d) for i in (d + 2 + k, k)))
-    y = xp.reshape(xp.permute_dims(y, order), (x.shape[0], -1, *(t * m for t in tiles)))
-    return y[(..., *(slice(0, n) for n in out_size))]
+    _untile(xp, at @ xp.reshape(_product(u, v), (v.shape[0], -1)), m, tiles, into)
+
+
+def _untile(xp: Any, y: Any, m: int, tiles: tuple[int, ...], into: Any) -> None:
+    """Output tiles ``y: (m^d, O * N * T)`` (ordered like :func:`_gather`) into ``into: (N,
+    O, *S_out)``, cropped to ``S_out``: one strided copy per sample of a tile, each in runs
+    of a row of tiles. (One permuting copy of the whole array read ``y`` in runs of ``m``
+    at a stride of ``O * N * T``: ResNet-deep's F(2x2) forward spent 1.2 of 3.5 ms a block
+    there, these copies ~0.1 ms.)"""
+    d, (n, o) = len(tiles), into.shape[:2]
+    y = xp.reshape(y, (*(m,) * d, o, n, *tiles))
+    for index in itertools.product(range(m), repeat=d):
+        counts = [-(-(s - i) // m) for s, i in zip(into.shape[2:], index)]
+        if min(counts) <= 0:
+            continue
+        tile = y[(*index, ..., *(slice(0, k) for k in counts))]  # (O, N, *counts)
+        into[(slice(None), slice(None), *(slice(i, None, m) for i in index))] = (
+            xp.permute_dims(tile, (1, 0, *range(2, d + 2))))
 
 
 def _each(xp: Any, fn: Any, parts: list) -> list:
