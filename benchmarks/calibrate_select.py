@@ -53,10 +53,15 @@ EXTRA = [
     Case("image-512-k21", 1, 1, (512, 512), 1, 21, 1, "same"),
     Case("image-1024-k15", 1, 1, (1024, 1024), 1, 15, 1, "same"),
     Case("rgb-k15", 1, 3, (512, 512), 3, 15, 1, "same"),
+    # strided layers for direct's phase gather (none of the above has one)
+    Case("dw-s2-28", 8, 128, (28, 28), 128, 3, 2, 1, groups=128),
+    Case("dw-5x5-s2", 8, 32, (56, 56), 32, 5, 2, 2, groups=32),
+    Case("grouped-s2", 8, 64, (28, 28), 64, 3, 2, 1, groups=16),
 ]
 
 #: Layers the constants are not fitted to (``--held-out``): common shapes the suite lacks
-#: (a stem, dilation, strided depthwise, ResNeXt groups, 1-D audio, batch 1, small images),
+#: (a stem, dilation, strided depthwise, ResNeXt groups, 1-D audio, batch 1, small images,
+#: the tour's MNIST-1D CNN),
 #: to check that ``auto`` generalises.
 HELD_OUT = [
     Case("stem-7x7-s2", 8, 3, (112, 112), 64, 7, 2, 3),
@@ -71,6 +76,8 @@ HELD_OUT = [
     Case("image-256-k7", 1, 1, (256, 256), 1, 7, 1, "same"),
     Case("mnist-k3", 128, 1, (28, 28), 16, 3, 1, 1),
     Case("digits-8x8", 64, 8, (8, 8), 16, 3, 1, 1),
+    Case("mnist1d-conv1", 100, 1, (40,), 25, 5, 2, 1),
+    Case("mnist1d-conv2", 100, 25, (19,), 25, 3, 2, 1),
 ]
 
 #: A method whose first timing is this many times the fastest one's is not timed again.

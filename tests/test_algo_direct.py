@@ -192,25 +192,31 @@ def test_module_steps_match_reference(block_bytes, layer, seed) -> None:
 
 
 @pytest.mark.parametrize("block_bytes", [None, 64, 3000])
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize(("size", "kernel", "dilation"), [
     ((30,), (5,), (2,)), ((9, 11), (3, 3), (1, 1)), ((10, 9), (3, 2), (2, 1)),
     ((6, 5, 7), (2, 3, 1), (1, 1, 2))])
-def test_depthwise_weight_grad_dots(block_bytes, size, kernel, dilation, monkeypatch) -> None:
-    """Depthwise at stride 1: every offset's dot products come from one vecdot over a view
-    of the block's source (the path is taken, and matches the float64 oracle)."""
-    taken = []
-    windows = direct._offset_windows
+def test_depthwise_weight_grad_dots(block_bytes, stride, size, kernel, dilation,
+                                    monkeypatch) -> None:
+    """Depthwise: the weight gradient is made of vecdot calls and no matrix products, at
+    stride 1 one per block over a view of every offset's run, else one per offset (the
+    path is taken, and matches the float64 oracle)."""
+    taken, calls = [], []
+    windows, vecdot, matmul = direct._offset_windows, np.vecdot, np.matmul
     monkeypatch.setattr(direct, "_offset_windows",
                         lambda *args: taken.append(1) or windows(*args))
+    monkeypatch.setattr(direct.np, "vecdot", lambda *a, **k: calls.append(1) or vecdot(*a, **k))
+    monkeypatch.setattr(direct.np, "matmul", lambda *a, **k: pytest.fail("a matrix product"))
     rng = np.random.default_rng(11)
     x_pad = rng.standard_normal((3, 5, *size))
     w = rng.standard_normal((5, 1, *kernel))
-    spec = _validate.conv_spec(x_pad, w, None, stride=1, padding=0, dilation=dilation,
+    spec = _validate.conv_spec(x_pad, w, None, stride=stride, padding=0, dilation=dilation,
                                groups=5, padding_mode="zeros", method="direct")
     gy = rng.standard_normal(spec.output_shape)
     with small_blocks(block_bytes) if block_bytes else contextlib.nullcontext():
         gw = direct.weight_grad(np, gy, x_pad, spec, "direct")
-    assert taken
+    monkeypatch.setattr(direct.np, "matmul", matmul)
+    assert bool(taken) == (stride == 1) and calls
     np.testing.assert_allclose(gw, _weight_grad_ref(gy, x_pad, spec), rtol=1e-12, atol=1e-12)
 
 
@@ -493,12 +499,16 @@ def test_broadcast_multiplies_run_unbuffered(monkeypatch) -> None:
 
 
 def test_unbuffered_keeps_short_runs_buffered() -> None:
-    """Runs shorter than ``LONG_RUN`` keep NumPy's buffering (it wins there); the size is
-    restored after the work, also when the work raises."""
+    """Runs shorter than ``LONG_RUN`` (``STRIDED_RUN`` for strided operands) keep NumPy's
+    buffering (it wins there); the size is restored after the work, also when the work
+    raises."""
     work = np.getbufsize
     assert _buffering.unbuffered(work, _buffering.LONG_RUN - 1) is work
+    strided = _buffering.STRIDED_RUN
+    assert _buffering.unbuffered(work, strided - 1, strided) is work
     before = np.getbufsize()
     assert _buffering.unbuffered(work, _buffering.LONG_RUN)() < before
+    assert _buffering.unbuffered(work, strided, strided)() < before
 
     def fails():
         raise ValueError("inside")

@@ -9,6 +9,10 @@ of a few hundred elements and more that copy costs more than it saves. Measured 
   took 6.5 us. With the buffering off, the 64 rows took 7.3 us.
 - ``v += t`` with ``v`` a strided view: in runs of 1000, 24 us buffered and 9 us unbuffered.
 - In runs of 10-30 the buffering wins (2-3x), and reductions never gain.
+- Where the crossover lies depends on the operands. A strided multiply or add (``acc[..., :L]
+  += t``, ``x[..., :L] * w[:, None, None]``) in runs of 64 lost 1.1-1.3x unbuffered, in runs
+  of 96-128 gained 1.2-1.3x, of 256 2x. A contiguous bias add (``y += b[:, None]``) still
+  lost in runs of 144 (30 -> 38 us) and tied at 196.
 
 So only the loops of adds and broadcast multiplies over long runs turn it off, through
 :func:`unbuffered`. ``np.setbufsize`` is local to the calling thread (its context, on
@@ -23,11 +27,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["LONG_RUN", "unbuffered"]
+__all__ = ["LONG_RUN", "STRIDED_RUN", "unbuffered"]
 
-#: Runs at least this long are faster unbuffered: at 100 elements the add gained and
-#: the broadcast multiply lost; from ~300 on both gained or tied.
+#: Runs at least this long are faster unbuffered, whatever the operands' layout.
 LONG_RUN = 256
+#: ... and at least this long where an operand is a strided view (runs of a grid's rows).
+STRIDED_RUN = 128
 
 # The smallest size NumPy accepts. Our loops never cast, so no operand needs a buffer.
 _NO_BUFFER = 16
@@ -35,17 +40,18 @@ _NO_BUFFER = 16
 _Work = TypeVar("_Work", bound=Callable[..., Any])
 
 
-def unbuffered(work: _Work, run: int) -> _Work:
+def unbuffered(work: _Work, run: int, least: int = LONG_RUN) -> _Work:
     """``work`` with NumPy's ufunc buffering off while it runs (the previous size is
-    restored after), if its operands' innermost runs have at least :data:`LONG_RUN`
-    elements; else ``work`` itself.
+    restored after), if its operands' innermost runs have at least ``least`` elements
+    (:data:`LONG_RUN`, or :data:`STRIDED_RUN` for loops on strided views); else ``work``
+    itself.
 
     >>> import numpy as np
     >>> sizes = unbuffered(lambda: np.getbufsize(), run=1000)(), np.getbufsize()
     >>> sizes[0] < sizes[1]
     True
     """
-    if run < LONG_RUN:
+    if run < least:
         return work
 
     @functools.wraps(work)

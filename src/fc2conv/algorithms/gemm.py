@@ -61,7 +61,7 @@ import array_api_compat
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._buffering import unbuffered
+from .._buffering import STRIDED_RUN, unbuffered
 from .._threads import blas_serial, fft_workers, pool
 from .._validate import ConvSpec
 from .._windows import offsets, window
@@ -747,8 +747,8 @@ class _Blocked:
 
         blocks, workers = self._plan(spec.in_channels * kk, out=(last,))
         # (the scatter-adds run over the blocks' lengths)
-        self._run(unbuffered(flat_blocks, min(b[-1] for b in blocks)), blocks, workers,
-                  by_samples=True)
+        self._run(unbuffered(flat_blocks, min(b[-1] for b in blocks), STRIDED_RUN), blocks,
+                  workers, by_samples=True)
         return gx
 
     def _input_grad_halo(self, grad_out: np.ndarray, w: np.ndarray) -> np.ndarray:
