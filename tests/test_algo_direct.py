@@ -313,6 +313,7 @@ def test_unpadded_input_matches_padded(size, kernel, stride, pads, groups, c_out
 @pytest.mark.parametrize(("size", "kernel", "dilation", "pads", "as_forward"), [
     ((12, 11), (3, 3), (1, 1), ((1, 1), (1, 1)), True),  # "same"
     ((12, 11), (3, 2), (2, 1), ((0, 0), (0, 0)), True),  # "valid": a full correlation
+    ((12, 11), (3, 3), (1, 1), ((2, 2), (2, 2)), True),  # "full": grad_out read in place
     ((12, 11), (3, 3), (1, 1), ((3, 0), (1, 1)), False),  # more padding than the reach
     ((40,), (5,), (3,), ((2, 7),), True)])
 def test_depthwise_input_grad_runs_as_a_forward(size, kernel, dilation, pads, as_forward,
@@ -331,6 +332,8 @@ def test_depthwise_input_grad_runs_as_a_forward(size, kernel, dilation, pads, as
     gy = rng.standard_normal(spec.output_shape)
     gx = direct.input_grad(np, gy, w, spec, "direct", padded=False)
     assert bool(calls) == as_forward
+    np.testing.assert_array_equal(  # (grad_out in any memory order)
+        gx, direct.input_grad(np, np.asfortranarray(gy), w, spec, "direct", padded=False))
     inner = (Ellipsis, *(slice(b, b + n) for (b, _), n in zip(pads, size)))
     np.testing.assert_allclose(gx, _input_grad_ref(gy, w, spec)[inner], rtol=1e-12, atol=1e-12)
 

@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("scipy")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import calibrate_select as cs  # noqa: E402
-from bench_conv import SUITE  # noqa: E402
+import calibrate_select as cs
+from bench_conv import SUITE
 
-from fc2conv.algorithms import select  # noqa: E402
+from fc2conv.algorithms import select
 
 CASES = [c for c in SUITE + cs.EXTRA if c.name in ("lenet1", "lenet2", "resnet-mid",
                                                     "depthwise", "mid-5x5", "dw-s2-28")]

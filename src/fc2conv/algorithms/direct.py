@@ -620,6 +620,7 @@ def _as_forward(spec: ConvSpec, layer: Layer, grad_out: np.ndarray, w: Any
                  zip(spec.pads, spec.kernel, spec.dilation))
     if min(min(pair) for pair in pads) < 0:
         return None
+    grad_out = np.ascontiguousarray(grad_out)  # (the forward reads its runs as flat views)
     flipped = np.flip(np.asarray(w, dtype=grad_out.dtype), axis=tuple(range(2, 2 + spec.ndim)))
     transposed = conv_spec(grad_out, flipped, None, stride=1, padding=pads,
                            dilation=spec.dilation, groups=spec.groups, padding_mode="zeros",
