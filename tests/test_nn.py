@@ -190,6 +190,27 @@ def test_layer_gradients_match_finite_differences(build, shape, kind):
     _check_all_gradients(layer, _input(shape, rng, kind), rng)
 
 
+@pytest.mark.parametrize("wrap", ["numpy", "torch"])
+def test_relu_matches_where_on_non_finite_values(wrap):
+    """ReLU and its gradient equal ``where(x > 0, ., 0)`` exactly, NaN and inf included: the
+    NumPy path (fmax, a multiply by the mask) and the array-API one (torch tensors)."""
+    x = np.array([[-np.inf, -2.0, -0.0, 0.0, 0.5, np.nan, np.inf, 3.0]], dtype=np.float32)
+    finite = np.arange(8, dtype=np.float32).reshape(1, 8) - 3
+    odd = np.array([[np.nan, np.inf, -np.inf, 1.0, np.nan, 2.0, np.inf, -np.inf]],
+                   dtype=np.float32)
+    as_array = np.asarray
+    if wrap == "torch":
+        torch = pytest.importorskip("torch")
+        as_array = torch.asarray
+    for grad_out in (finite, odd):
+        layer = nn.ReLU()
+        y = np.asarray(layer(as_array(x)))
+        gx = np.asarray(layer.backward(as_array(grad_out)))
+        np.testing.assert_array_equal(y, np.where(x > 0, x, 0))
+        np.testing.assert_array_equal(gx, np.where(x > 0, grad_out, 0))
+        assert y.dtype == gx.dtype == np.float32
+
+
 def mnist1d_cnn(dtype=F64):
     """The MNIST-1D CNN of the README: 40 samples -> 10 logits, 5210 parameters."""
     return nn.Sequential(

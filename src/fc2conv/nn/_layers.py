@@ -666,15 +666,24 @@ class ReLU(Module):
     [0.0, 2.0]
     """
 
+    # NumPy's where() branches on every element: on the random signs of activations it took
+    # 160 us for 100 x 25 x 19 floats (the MNIST-1D CNN's), fmax 9 us and a multiply by
+    # the mask 16 us; in training that CNN, the ReLUs were a fifth of every step.
+
     def forward(self, x: Any) -> Any:
-        xp = array_api_compat.array_namespace(x)
         self._input = x
+        if isinstance(x, np.ndarray):
+            return np.fmax(x, 0)  # (NaN -> 0, as where(x > 0, x, 0))
+        xp = array_api_compat.array_namespace(x)
         return xp.where(x > 0, x, xp.zeros_like(x))
 
     def backward(self, grad_out: Any) -> Any:
         x = self._saved_input()
         xp = array_api_compat.array_namespace(x)
         check_grad_out(grad_out, tuple(x.shape), xp, x.dtype)
+        if isinstance(x, np.ndarray) and isinstance(grad_out, np.ndarray) and bool(
+                np.isfinite(grad_out).all()):  # (inf or NaN times a False would be NaN)
+            return grad_out * (x > 0)
         return xp.where(x > 0, grad_out, xp.zeros_like(grad_out))
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
