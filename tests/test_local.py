@@ -796,3 +796,20 @@ def test_alias_with_wrong_rank(family, alias_rank, x_rank) -> None:
     else:
         _raises(ShapeError, r"\bx\b", f"{family}{alias_rank}d", f"{alias_rank + 2} axes",
                 fn=fn, args=(x, w))
+
+
+@pytest.mark.parametrize("bias", ["none", "shared", "per_position"])
+def test_untied_layers_return_c_ordered_arrays(bias) -> None:
+    """The untied layers' NumPy outputs are C-ordered whatever the bias: their product comes
+    out positions-first, and the layers after them ran 2-4x slower on that layout."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 3, 9))
+    w_local = rng.standard_normal((7, 5, 3, 3))
+    w_dense = rng.standard_normal((7, 5, 3, 9))
+    b = {"none": None, "shared": rng.standard_normal(5),
+         "per_position": rng.standard_normal((7, 5))}[bias]
+    for y, expected in ((fc2conv.local_correlate(x, w_local, b),
+                         ref.local_correlate(x, w_local, b)),
+                        (fc2conv.dense_grid(x, w_dense, b), ref.dense_grid(x, w_dense, b))):
+        assert y.flags.c_contiguous
+        np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)

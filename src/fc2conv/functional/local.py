@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from .. import _padding, _validate
 from .._windows import offsets, window
@@ -213,12 +214,20 @@ def _to_channels_first(xp: Any, y: Any, out_size: tuple[int, ...]) -> Any:
 
 
 def _add_bias(xp: Any, y: Any, bias: Any, per_position: bool) -> Any:
+    """``y`` (a permuted view of the product) plus the bias, as a C-ordered NumPy array:
+    NumPy keeps an operand's memory order in its result, and the layers after a locally
+    connected or dense-on-grid one (a ReLU, its gradient, the next convolution) then ran
+    2-4x slower on the permuted layout (the MNIST-1D tour's ReLU gradient: 255 us on a
+    100 x 25 x 19 output laid out positions-first, 73 us on a C-ordered one)."""
+    order = {"order": "C"} if isinstance(y, np.ndarray) else {}
     if bias is None:
-        return y
+        return np.ascontiguousarray(y) if order else y
     d = y.ndim - 2
     if per_position:  # (*S_out, C_out) -> (C_out, *S_out)
-        return y + xp.permute_dims(bias, (d, *range(d)))
-    return y + xp.reshape(bias, (1, -1) + (1,) * d)
+        bias = xp.permute_dims(bias, (d, *range(d)))
+    else:
+        bias = xp.reshape(bias, (1, -1) + (1,) * d)
+    return np.add(y, bias, **order) if order else y + bias
 
 
 def _bias_grad(xp: Any, grad_out: Any, bias: Any, per_position: bool) -> Any:
