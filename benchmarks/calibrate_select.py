@@ -59,10 +59,9 @@ EXTRA = [
     Case("grouped-s2", 8, 64, (28, 28), 64, 3, 2, 1, groups=16),
 ]
 
-#: Layers the constants are not fitted to (``--held-out``): common shapes the suite lacks
-#: (a stem, dilation, strided depthwise, ResNeXt groups, 1-D audio, batch 1, small images,
-#: the tour's MNIST-1D CNN),
-#: to check that ``auto`` generalises.
+#: Layers the constants are not fitted to (``--check --held-out``), to check that ``auto``
+#: generalises: common shapes the suite lacks (a stem, dilation, strided depthwise, ResNeXt
+#: groups, 1-D audio, batch 1, small images, the tour's MNIST-1D CNN).
 HELD_OUT = [
     Case("stem-7x7-s2", 8, 3, (112, 112), 64, 7, 2, 3),
     Case("vgg-3x3", 4, 32, (64, 64), 64, 3, 1, 1),
@@ -264,6 +263,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat takes a number of rounds >= 1; got {args.repeat}")
+    if args.held_out and not args.check:
+        parser.error("--held-out checks the constants on layers they were not fitted to; "
+                     "pass --check with it")
     known = {c.name: c for c in SUITE + EXTRA + HELD_OUT}
     unknown = [n for n in [args.child, *(args.cases or [])] if n and n not in known]
     if unknown:

@@ -65,3 +65,13 @@ def test_report_flags_slow_picks_per_step_and_per_layer(capsys) -> None:
     assert worst > 1.1
     flagged = [line.split()[0] for line in out.splitlines() if line.endswith("<-")]
     assert flagged.count("resnet-mid") == 2  # its forward, and its forward + backward
+
+
+def test_bad_arguments_get_a_parser_error(capsys) -> None:
+    """Held-out layers are for checking, not fitting; unknown cases and rounds are named."""
+    for argv, message in ((["--held-out"], "pass --check"),
+                          (["--check", "--cases", "nope"], "unknown case(s) ['nope']"),
+                          (["--check", "--repeat", "0"], "--repeat takes")):
+        with pytest.raises(SystemExit):
+            cs.main(argv)
+        assert message in capsys.readouterr().err

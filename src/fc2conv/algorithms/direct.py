@@ -613,7 +613,8 @@ def _as_forward(spec: ConvSpec, layer: Layer, grad_out: np.ndarray, w: Any
     ``dilation * (K - 1)`` less the layer's padding on each side (None where that is
     negative). It skips the input gradient's zeroed accumulator and the fold out of it:
     5-15 % faster (the suite's depthwise layer 9.1 -> 8.1 ms, a 2048^2 image with a 5x5
-    kernel 28.7 -> 24.3 ms)."""
+    kernel 28.7 -> 24.3 ms). :func:`terms` still prices the per-offset input gradient (its
+    constants were measured on it), so the estimate is that much high for these layers."""
     if layer.cg != 1 or layer.og != 1 or any(s != 1 for s in spec.stride):
         return None
     pads = tuple((d * (k - 1) - before, d * (k - 1) - after) for (before, after), k, d in
@@ -634,9 +635,8 @@ def _staged_input_grad(gy: np.ndarray, rows: np.ndarray, plan: _Plan, acc: np.nd
     ``rows[r]: (gb, K_last, og)`` @ ``gy: (nb, gb, og, L)``, written offset-major into a
     buffer laid out like the contiguous accumulator ``acc: (nb, gb, 1, 1, size)`` (zero
     tails, as :func:`_flat_pair`), so that each offset's product is still added with one
-    flat ``np.add``. LeNet-1's input
-    gradient (og = 6, 5x5): 5 products of (5 x 6) @ (6 x L) per image instead of 25 of
-    (1 x 6) @ (6 x L)."""
+    flat ``np.add``. LeNet-1's input gradient (og = 6, 5x5): 5 products of (5 x 6) @ (6 x L)
+    per image instead of 25 of (1 x 6) @ (6 x L)."""
     nb, gb, _, _, item = acc.shape
     kl, whole = rows.shape[2], acc.reshape(-1)
     buf = scratch_buffer(scratch, "rows_product", (kl, nb, gb, item), acc.dtype)
@@ -720,11 +720,12 @@ def _large_products(eng: Engine, macs: int) -> bool:
 def _slabs(eng: Engine) -> bool:
     """Whether the blocks are slabs of one (image, group) item: then the broadcast
     multiplies and the depthwise ``vecdot`` may run on two threads (image filters: from
-    10 % slower to 18 % faster than on one). Blocks of several items measured faster on one thread: the
-    suite's depthwise layer (blocks of 19 groups) forward 12.0 -> 9.7 ms, input gradient
-    11.5 -> 10.0 ms, weight gradient 7.6 -> 4.7 ms; dw-5x5 likewise, 1.0-1.2x. Presumably
-    the two threads' many short NumPy calls contend for the GIL: im2col's fewer, larger
-    steps on the same layer gain 1.7x from the second thread."""
+    10 % slower to 18 % faster than on one). Blocks of several items measured faster on one
+    thread: the suite's depthwise layer (blocks of 19 groups) forward 12.0 -> 9.7 ms, input
+    gradient 11.5 -> 10.0 ms, weight gradient 7.6 -> 4.7 ms; dw-5x5 likewise, 1.0-1.2x. On
+    two threads each thread's CPU time for half the blocks was 1.6x inflated (shared memory
+    bandwidth) and each waited ~3.5 ms more (the GIL between its many short NumPy calls);
+    im2col's fewer, larger steps on the same layer gain 1.7x from the second thread."""
     first = eng.blocks[0]
     return first.n1 - first.n0 == 1 and first.g1 - first.g0 == 1
 

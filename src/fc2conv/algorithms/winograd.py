@@ -339,20 +339,19 @@ def _forward(xp: Any, x: Any, u: Any, out_size: tuple[int, ...], offset: tuple[i
     parts = _parts(n, out_size[0], m, _tile_bytes(xp, x, max(c, o), tiles, m), _workers(xp))
     y = xp.empty((n, o, *out_size), dtype=x.dtype, device=array_api_compat.device(x))
 
-    # Each block writes its part of y in place: through a slice, which NumPy makes a view;
-    # the array API does not promise that writes into a slice reach y, so there a block is
-    # computed apart and assigned.
-    in_place = len(parts) == 1 or isinstance(y, np.ndarray)
-
     def block(part: tuple[slice, slice]) -> None:
         images, rows = part
         reads, band_offset = _band(rows, offset[0], x.shape[2])
-        into = (y if len(parts) == 1 else y[images, :, rows, ...]) if in_place else xp.empty(
-            (images.stop - images.start, o, rows.stop - rows.start, *out_size[1:]),
-            dtype=x.dtype, device=array_api_compat.device(x))
+        if len(parts) == 1:
+            into = y
+        elif isinstance(y, np.ndarray):  # (a NumPy slice is a view: the block writes y)
+            into = y[images, :, rows, ...]
+        else:  # (the array API does not promise that writes into a slice reach y)
+            into = xp.empty((images.stop - images.start, o, rows.stop - rows.start,
+                             *out_size[1:]), dtype=x.dtype, device=array_api_compat.device(x))
         _forward_block(xp, x[images, :, reads, ...], u, (band_offset, *offset[1:]), method,
                        into)
-        if not in_place:
+        if into is not y and not isinstance(y, np.ndarray):
             y[images, :, rows, ...] = into
 
     _each(xp, block, parts)

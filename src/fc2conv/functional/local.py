@@ -219,15 +219,15 @@ def _add_bias(xp: Any, y: Any, bias: Any, per_position: bool) -> Any:
     connected or dense-on-grid one (a ReLU, its gradient, the next convolution) then ran
     2-4x slower on the permuted layout (the MNIST-1D tour's ReLU gradient: 255 us on a
     100 x 25 x 19 output laid out positions-first, 73 us on a C-ordered one)."""
-    order = {"order": "C"} if isinstance(y, np.ndarray) else {}
+    numpy = isinstance(y, np.ndarray)
     if bias is None:
-        return np.ascontiguousarray(y) if order else y
+        return np.ascontiguousarray(y) if numpy else y
     d = y.ndim - 2
     if per_position:  # (*S_out, C_out) -> (C_out, *S_out)
         bias = xp.permute_dims(bias, (d, *range(d)))
     else:
         bias = xp.reshape(bias, (1, -1) + (1,) * d)
-    return np.add(y, bias, **order) if order else y + bias
+    return np.add(y, bias, order="C") if numpy else y + bias
 
 
 def _bias_grad(xp: Any, grad_out: Any, bias: Any, per_position: bool) -> Any:
