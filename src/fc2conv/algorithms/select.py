@@ -86,14 +86,14 @@ _DEFAULT_SECONDS_PER_UNIT = 1 / 2e10  # a GEMM flop at ~20 GFLOP/s: used for unf
 
 #: method name -> the module of this package that implements it.
 METHODS = {"im2col": "gemm", "shift": "gemm", "fft": "fft", "winograd": "winograd",
-            "winograd2": "winograd", "direct": "direct"}
+            "winograd2": "winograd", "direct": "direct", "jit": "jit"}
 _PORTABLE = ("im2col", "shift")
 # Layers below this many GEMM flops run on a method whose every output is its own dot product
 # (GEMM, direct): there the others save little, and the exact method keeps a NaN or inf to the
 # outputs that read it and rounding to the dot product's (FFT and Winograd spread both over a
 # tile). Large layers are where FFT and Winograd pay off.
 _LOCAL_BELOW = 2e7
-_LOCAL = ("im2col", "shift", "direct")
+_LOCAL = ("im2col", "shift", "direct", "jit")
 _LOCAL_ONLY = contextvars.ContextVar("fc2conv_local_methods", default=False)
 
 

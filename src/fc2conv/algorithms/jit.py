@@ -1,0 +1,186 @@
+"""Compiled direct loops for depthwise layers (``method="jit"``), with Numba.
+
+A depthwise layer (``C_in/G == 1``, any channel multiplier ``C_out/G``) does ``K`` multiply-adds
+per output and no channel mixing, so its time is memory traffic. Whole-array NumPy
+(:mod:`~fc2conv.algorithms.direct`) pays ~2 passes over the data per kernel offset; these
+loops read each input row and write each output row once per offset *while they are in the
+L1 cache*, and the compiler vectorises the innermost loop over the last axis.
+
+Every step is a loop over output rows (the spatial axes are brought to three, ``(D, H, W)``,
+by leading axes of size 1)::
+
+    forward       y[n, o, i] = sum_a w[o, a] x[n, c(o), i*s + a*d - p]    (per (n, o) plane)
+    input grad    gx[n, c, i*s + a*d - p] += w[o, a] gy[n, o, i]          (per (n, c) plane,
+                                                                            o in c's group)
+    weight grad   gw[o, a] = sum_{n, i} gy[n, o, i] x[n, c(o), i*s + a*d - p]   (per o)
+
+with ``c(o) = o // (C_out/G)``; taps that fall into the zero padding are skipped, so the steps
+take the unpadded input (``UNPADDED``) and the input gradient comes back unpadded. Each output
+is its own sum (a NaN or inf stays with the outputs that read it, as in GEMM correlation).
+The weight gradient sums each row's dot product in the input's dtype (vectorised, so
+reassociated) and the rows in float64.
+
+The planes are split into contiguous ranges over ``fft_workers()`` of fc2conv's threads; the
+kernels release the GIL (``nogil``), so no Numba threading layer is involved and a caller's
+thread limits (threadpoolctl, Dask) hold. Compiled once per dtype and cached on disk
+(``cache=True``, in ``__pycache__`` or ``NUMBA_CACHE_DIR``): the first call of a new install
+takes ~1-2 s per kernel and dtype.
+
+Numba is optional (``pip install 'fc2conv[jit]'``): without it this method reports itself
+unsupported and ``auto`` never picks it. NumPy arrays only (other namespaces: ``direct``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+from typing import Any
+
+import numpy as np
+
+from .._threads import fft_workers, pool
+from .._validate import ConvSpec
+
+__all__ = ["available", "correlate", "cost", "input_grad", "terms", "unsupported",
+           "weight_grad"]
+
+#: The steps take the unpadded input (zero padding only) and read the padding themselves.
+UNPADDED = True
+#: Fewest multiply-adds per thread worth a hand-off to a second thread (~50 us).
+MIN_WORK_PER_THREAD = 1 << 18
+_DTYPES = (np.float32, np.float64)
+
+
+@functools.cache
+def available() -> bool:
+    """Whether Numba can be imported (without importing it)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def unsupported(spec: ConvSpec, method: str) -> str | None:
+    """Depthwise layers (``C_in/groups == 1``) of NumPy float32/float64 arrays, any rank,
+    stride, dilation and channel multiplier; needs Numba."""
+    if not available():
+        return "it needs Numba: pip install 'fc2conv[jit]' (or numba)"
+    if spec.in_channels // spec.groups != 1:
+        return (f"it is for depthwise layers (C_in/groups == 1); this layer has C_in/groups = "
+                f"{spec.in_channels // spec.groups}, use method='direct' or 'im2col'")
+    if getattr(spec.xp, "__name__", "") not in ("numpy", "array_api_compat.numpy"):
+        return "it runs on NumPy arrays only; use method='direct'"
+    return None
+
+
+def cost(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> float:
+    """The sum of :func:`terms`."""
+    return sum(terms(spec, method, step).values())
+
+
+def terms(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> dict[str, float]:
+    """Estimated work of one step in parts, for ``select.SECONDS_PER_UNIT``: ``macs``, the
+    multiply-adds that are not skipped as padding (all ``N * C_out * prod(S_out) * K`` of
+    them, an upper bound); ``elements``, the elements read or written once
+    (``N * (C_in * prod(S) + C_out * prod(S_out))``), and ``rows``, the innermost loops run
+    (``N * C_out * prod(S_out[:-1]) * K``: each has a fixed cost that short rows feel)."""
+    out = spec.batch * spec.out_channels * math.prod(spec.out_size)
+    taps = math.prod(spec.kernel)
+    rows = spec.batch * spec.out_channels * math.prod(spec.out_size[:-1]) * taps
+    elements = spec.batch * spec.in_channels * math.prod(spec.in_size) + out
+    return {"macs": float(out * taps), "elements": float(elements), "rows": float(rows)}
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps
+
+
+def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
+              padded: bool = True) -> Any:
+    """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, 1, *K)`` -> ``(N, C_out, *S_out)``; with
+    ``padded=False`` the unpadded ``x: (N, C_in, *S)`` (``spec.pads`` of zeros)."""
+    geo = _Geometry.of(spec, padded)
+    x = _as3(np.ascontiguousarray(x_pad), geo)
+    w3 = _as3(np.ascontiguousarray(w, dtype=x.dtype), geo)
+    y = np.empty((spec.batch, spec.out_channels, *geo.out), dtype=x.dtype)
+    kernel = _kernels().forward
+    _split(lambda lo, hi: kernel(x, w3, y, geo.og, geo.ints, lo, hi),
+           spec.batch * spec.out_channels, _work(spec))
+    return y.reshape(spec.batch, spec.out_channels, *spec.out_size)
+
+
+def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
+               padded: bool = True) -> Any:
+    """Gradient with respect to the padded input: ``(N, C_out, *S_out) -> (N, C_in, *S_pad)``
+    (with ``padded=False``: to the unpadded input, ``-> (N, C_in, *S)``)."""
+    geo = _Geometry.of(spec, padded)
+    gy = _as3(np.ascontiguousarray(grad_out), geo)
+    w3 = _as3(np.ascontiguousarray(w, dtype=gy.dtype), geo)
+    gx = np.zeros((spec.batch, spec.in_channels, *geo.size), dtype=gy.dtype)
+    kernel = _kernels().input_grad
+    _split(lambda lo, hi: kernel(gy, w3, gx, geo.og, geo.ints, lo, hi),
+           spec.batch * spec.in_channels, _work(spec))
+    size = spec.padded_size if padded else spec.in_size
+    return gx.reshape(spec.batch, spec.in_channels, *size)
+
+
+def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str, *,
+                padded: bool = True) -> Any:
+    """Gradient with respect to ``w``: ``-> (C_out, 1, *K)`` (``x_pad`` unpadded with
+    ``padded=False``)."""
+    geo = _Geometry.of(spec, padded)
+    x = _as3(np.ascontiguousarray(x_pad), geo)
+    gy = _as3(np.ascontiguousarray(grad_out, dtype=x.dtype), geo)
+    gw = np.zeros((spec.out_channels, 1, *geo.kernel), dtype=np.float64)
+    kernel = _kernels().weight_grad
+    _split(lambda lo, hi: kernel(gy, x, gw, geo.og, geo.ints, lo, hi),
+           spec.out_channels, _work(spec))
+    return gw.astype(x.dtype).reshape(spec.out_channels, 1, *spec.kernel)
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry and threads
+
+
+class _Geometry:
+    """The layer on three spatial axes: ``size`` (the array read), ``out``, ``kernel`` and
+    ``ints`` = ``[stride, dilation, padding before]`` per axis, an int64 ``(3, 3)`` array."""
+
+    def __init__(self, size, out, kernel, ints, og) -> None:  # type: ignore[no-untyped-def]
+        self.size, self.out, self.kernel, self.ints, self.og = size, out, kernel, ints, og
+
+    @classmethod
+    def of(cls, spec: ConvSpec, padded: bool) -> _Geometry:
+        lead = 3 - spec.ndim
+        size = spec.padded_size if padded else spec.in_size
+        before = (0,) * spec.ndim if padded else tuple(b for b, _ in spec.pads)
+        ints = np.array([(1,) * lead + tuple(spec.stride), (1,) * lead + tuple(spec.dilation),
+                         (0,) * lead + before], dtype=np.int64)
+        return cls((1,) * lead + tuple(size), (1,) * lead + tuple(spec.out_size),
+                   (1,) * lead + tuple(spec.kernel), ints,
+                   spec.out_channels // spec.groups)
+
+
+def _as3(a: np.ndarray, geo: _Geometry) -> np.ndarray:
+    """``(A, B, *S)`` as ``(A, B, D, H, W)`` (a view)."""
+    return a.reshape(*a.shape[:2], *(1,) * (5 - a.ndim), *a.shape[2:])
+
+
+def _work(spec: ConvSpec) -> int:
+    return spec.batch * spec.out_channels * math.prod(spec.out_size) * math.prod(spec.kernel)
+
+
+def _split(run: Any, planes: int, work: int) -> None:
+    """``run(lo, hi)`` over ``planes`` in contiguous ranges, one per thread."""
+    workers = max(1, min(fft_workers(), planes, work // max(1, MIN_WORK_PER_THREAD)))
+    if workers == 1:
+        run(0, planes)
+        return
+    bounds = [planes * k // workers for k in range(workers + 1)]
+    list(pool().map(lambda k: run(bounds[k], bounds[k + 1]), range(workers)))
+
+
+def _kernels() -> Any:
+    """The compiled kernels' module (Numba is imported, and they are compiled or loaded
+    from the cache, on first use)."""
+    from . import _jit_kernels
+
+    return _jit_kernels
