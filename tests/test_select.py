@@ -71,9 +71,9 @@ def test_auto_matches_float64_on_each_side_of_a_switch(shape, c_out, k) -> None:
 
 
 def test_small_layers_and_local_methods_stay_on_per_output_dot_products() -> None:
-    """Below 2e7 flops, and inside ``local_methods()`` at any size, ``auto`` picks GEMM or
-    direct (every output its own dot product: a NaN stays where it is read)."""
-    local = {"im2col", "shift", "direct"}
+    """Below 2e7 flops, and inside ``local_methods()`` at any size, ``auto`` picks GEMM,
+    direct or jit (every output its own dot product: a NaN stays where it is read)."""
+    local = {"im2col", "shift", "direct", "jit"}
     small = _spec((1, 1, 64, 64), 1, 31)
     large = _spec((1, 1, 256, 256), 1, 31)
     assert all(select.choose(small, step) in local for step in STEPS)
@@ -106,7 +106,8 @@ def test_predictions_are_positive_and_infinite_where_a_method_cannot_run() -> No
 def test_the_fitted_constants_name_the_parts_of_the_formulas() -> None:
     """Every ``(method, step)`` has fitted constants, for exactly the parts its module's
     ``terms`` returns (a formula change without a new calibration fails here)."""
-    layers = {"direct": _spec((2, 32, 40, 40), 32, 3, groups=32)}
+    layers = {"direct": _spec((2, 32, 40, 40), 32, 3, groups=32),
+              "jit": _spec((2, 32, 40, 40), 32, 3, groups=32)}
     for method in METHODS:
         spec = layers.get(method, _spec((2, 32, 40, 40), 32, 3))
         implementation(spec, method)  # runs this layer

@@ -107,6 +107,14 @@ def _info() -> None:
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}")
     for line in _blas.report():
         print(line)
+    from importlib import metadata
+
+    try:
+        numba = f"Numba {metadata.version('numba')}: method='jit' runs depthwise layers"
+    except metadata.PackageNotFoundError:
+        numba = ("Numba not installed: depthwise layers run on NumPy ('direct'); "
+                 "pip install 'fc2conv[jit]' compiles them (several times faster)")
+    print(numba)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ Module-level functions, so that ``cache=True`` can keep their machine code on di
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 # 'contract' lets a multiply-add be one fused instruction; 'reassoc' lets the weight
 # gradient's dot products run in vector lanes. No 'nnan'/'ninf': non-finite values keep their
@@ -43,7 +44,8 @@ def forward(x, w, y, og, g, lo, hi):  # type: ignore[no-untyped-def]
         for i0 in range(y.shape[2]):
             for i1 in range(y.shape[3]):
                 row = y[n, o, i0, i1]
-                row[:] = 0
+                for j in range(row.shape[0]):
+                    row[j] = 0
                 for a0 in range(K0):
                     r0 = i0 * g[0, 0] + a0 * g[1, 0] - g[2, 0]
                     if r0 < 0 or r0 >= D:
@@ -143,4 +145,167 @@ def weight_grad(gy, x, gw, og, g, lo, hi):  # type: ignore[no-untyped-def]
                                     total = row[j0] * src[j0 * s2 + shift]
                                     for j in range(j0 + 1, j1):
                                         total += row[j] * src[j * s2 + shift]
+                                acc[a0, a1, a2] += total
+
+
+# ---------------------------------------------------------------------------------------------
+# stride 1: blocks of rows on a flat grid (long vector loops)
+#
+# A block of R output rows (one output depth) is computed on a grid of rows ``Wp`` wide: the
+# output width plus the kernel's reach, the columns past the output junk. The input rows the
+# block reads are copied, zero-padded, into ``buf`` laid out on the same grid, so that the tap
+# ``(a1, a2)`` of every output of the block is the one run ``buf[a1*d1*Wp + a2*d2 + t]``,
+# ``t < L``: one loop of ``L = (R-1)*Wp + Wo`` per tap, instead of one of ``Wo`` per row.
+
+
+@numba.njit(**_OPTIONS)
+def _fill(buf, plane, r0, row0, rows, Wp, p1, p2):  # type: ignore[no-untyped-def]
+    """``buf[u*Wp + v] = plane[r0, row0 + u - p1, v - p2]`` (0 outside ``plane``) for
+    ``u < rows``, ``v < Wp``. (Loops, not slice assignments: Numba's slice assignment cost
+    ~4x a copy here.)"""
+    H, W = plane.shape[1], plane.shape[2]
+    v0 = min(max(p2, 0), Wp)
+    v1 = max(min(W + p2, Wp), v0)
+    for u in range(rows):
+        line = buf[u * Wp:(u + 1) * Wp]
+        r1 = row0 + u - p1
+        if r1 < 0 or r1 >= H:
+            for v in range(Wp):
+                line[v] = 0
+            continue
+        for v in range(v0):
+            line[v] = 0
+        inside = line[v0:v1]
+        source = plane[r0, r1, v0 - p2:v1 - p2]
+        for v in range(v1 - v0):
+            inside[v] = source[v]
+        for v in range(v1, Wp):
+            line[v] = 0
+
+
+@numba.njit(fastmath={"contract"}, **_OPTIONS)
+def _taps(acc, buf, w3, flip, a0, L, Wp, d1, d2):  # type: ignore[no-untyped-def]
+    """``acc[t] += sum_{a1, a2} w[a0, a1, a2] * buf[a1*d1*Wp + a2*d2 + t]`` for ``t < L``
+    (``w`` flipped on every axis with ``flip``); three taps per pass over ``acc`` where the
+    row has them (a third of the loads and stores of ``acc``)."""
+    K0, K1, K2 = w3.shape
+    out = acc[:L]
+    for a1 in range(K1):
+        a2 = 0
+        while a2 < K2:
+            take = min(3, K2 - a2)
+            v = np.zeros(3, w3.dtype)
+            for k in range(take):
+                v[k] = (w3[K0 - 1 - a0, K1 - 1 - a1, K2 - 1 - a2 - k] if flip
+                        else w3[a0, a1, a2 + k])
+            start = a1 * d1 * Wp + a2 * d2
+            if take == 3:
+                u0, u1, u2 = v[0], v[1], v[2]
+                i0 = buf[start:start + L]
+                i1 = buf[start + d2:start + d2 + L]
+                i2 = buf[start + 2 * d2:start + 2 * d2 + L]
+                for t in range(L):
+                    out[t] += u0 * i0[t] + u1 * i1[t] + u2 * i2[t]
+            elif take == 2:
+                u0, u1 = v[0], v[1]
+                i0 = buf[start:start + L]
+                i1 = buf[start + d2:start + d2 + L]
+                for t in range(L):
+                    out[t] += u0 * i0[t] + u1 * i1[t]
+            else:
+                u0 = v[0]
+                i0 = buf[start:start + L]
+                for t in range(L):
+                    out[t] += u0 * i0[t]
+            a2 += take
+
+
+@numba.njit(**_OPTIONS)
+def _block_rows(Wp, reach):  # type: ignore[no-untyped-def]
+    """Output rows per block: the grid buffers about 128 KiB each (in the L2 cache)."""
+    return max(1, 32768 // Wp - reach)
+
+
+@numba.njit(fastmath={"contract"}, **_OPTIONS)
+def flat_correlate(src, w, dst, og, transpose, g, lo, hi):  # type: ignore[no-untyped-def]
+    """A stride-1 correlation plane by plane on the flat grid, padding ``g[2]`` before
+    (negative: cropped). ``transpose=False``: the forward, ``dst[n, o] = src[n, c(o)] * w[o]``
+    for the planes ``(n, o)`` in ``lo:hi``. ``transpose=True``: the input gradient,
+    ``dst[n, c] = sum_{o of c} src[n, o] * flip(w[o])`` for the planes ``(n, c)``."""
+    planes_per_image = dst.shape[1]
+    K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
+    d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
+    p0, p1, p2 = g[2, 0], g[2, 1], g[2, 2]
+    D = src.shape[2]
+    Do, Ho, Wo = dst.shape[2], dst.shape[3], dst.shape[4]
+    Wp = Wo + d2 * (K2 - 1)
+    reach = d1 * (K1 - 1)
+    R = min(Ho, _block_rows(Wp, reach))
+    buf = np.empty((R + reach) * Wp, src.dtype)
+    acc = np.empty(R * Wp, dst.dtype)
+    for plane in range(lo, hi):
+        n, k = plane // planes_per_image, plane % planes_per_image
+        first, count = (k * og, og) if transpose else (k // og, 1)
+        for i0 in range(Do):
+            for row0 in range(0, Ho, R):
+                rows = min(R, Ho - row0)
+                L = (rows - 1) * Wp + Wo
+                for t in range(L):
+                    acc[t] = 0
+                for m in range(first, first + count):
+                    o = m if transpose else k
+                    for a0 in range(K0):
+                        r0 = i0 + a0 * d0 - p0
+                        if r0 < 0 or r0 >= D:
+                            continue
+                        _fill(buf, src[n, m], r0, row0, rows + reach, Wp, p1, p2)
+                        _taps(acc, buf, w[o, 0], transpose, a0, L, Wp, d1, d2)
+                for r in range(rows):
+                    line = dst[n, k, i0, row0 + r]
+                    part = acc[r * Wp:r * Wp + Wo]
+                    for j in range(Wo):
+                        line[j] = part[j]
+
+
+@numba.njit(fastmath={"contract", "reassoc"}, **_OPTIONS)
+def flat_weight_grad(gy, x, gw, og, g, lo, hi):  # type: ignore[no-untyped-def]
+    """The float64 ``gw[o]`` (zeroed) of a stride-1 layer for the output channels in
+    ``lo:hi``: per block, ``gy`` laid on the grid (zeros at the junk columns) dotted with the
+    run of every tap; each dot product in the arrays' dtype, their sum in float64."""
+    K0, K1, K2 = gw.shape[2], gw.shape[3], gw.shape[4]
+    d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
+    p0, p1, p2 = g[2, 0], g[2, 1], g[2, 2]
+    D = x.shape[2]
+    Do, Ho, Wo = gy.shape[2], gy.shape[3], gy.shape[4]
+    Wp = Wo + d2 * (K2 - 1)
+    reach = d1 * (K1 - 1)
+    R = min(Ho, _block_rows(Wp, reach))
+    buf = np.empty((R + reach) * Wp, x.dtype)
+    grid = np.zeros(R * Wp, gy.dtype)
+    for o in range(lo, hi):
+        c = o // og
+        acc = gw[o, 0]
+        for n in range(gy.shape[0]):
+            for i0 in range(Do):
+                for row0 in range(0, Ho, R):
+                    rows = min(R, Ho - row0)
+                    L = (rows - 1) * Wp + Wo
+                    for r in range(rows):
+                        line = grid[r * Wp:r * Wp + Wo]
+                        source = gy[n, o, i0, row0 + r]
+                        for j in range(Wo):
+                            line[j] = source[j]
+                    left = grid[:L]
+                    for a0 in range(K0):
+                        r0 = i0 + a0 * d0 - p0
+                        if r0 < 0 or r0 >= D:
+                            continue
+                        _fill(buf, x[n, c], r0, row0, rows + reach, Wp, p1, p2)
+                        for a1 in range(K1):
+                            for a2 in range(K2):
+                                start = a1 * d1 * Wp + a2 * d2
+                                right = buf[start:start + L]
+                                total = left[0] * right[0]
+                                for t in range(1, L):
+                                    total += left[t] * right[t]
                                 acc[a0, a1, a2] += total

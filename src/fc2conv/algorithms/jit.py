@@ -101,9 +101,14 @@ def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
     x = _as3(np.ascontiguousarray(x_pad), geo)
     w3 = _as3(np.ascontiguousarray(w, dtype=x.dtype), geo)
     y = np.empty((spec.batch, spec.out_channels, *geo.out), dtype=x.dtype)
-    kernel = _kernels().forward
-    _split(lambda lo, hi: kernel(x, w3, y, geo.og, geo.ints, lo, hi),
-           spec.batch * spec.out_channels, _work(spec))
+    k = _kernels()
+    if geo.unit:
+        def run(lo: int, hi: int) -> None:
+            k.flat_correlate(x, w3, y, geo.og, False, geo.ints, lo, hi)
+    else:
+        def run(lo: int, hi: int) -> None:
+            k.forward(x, w3, y, geo.og, geo.ints, lo, hi)
+    _split(run, spec.batch * spec.out_channels, _work(spec))
     return y.reshape(spec.batch, spec.out_channels, *spec.out_size)
 
 
@@ -114,10 +119,20 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
     geo = _Geometry.of(spec, padded)
     gy = _as3(np.ascontiguousarray(grad_out), geo)
     w3 = _as3(np.ascontiguousarray(w, dtype=gy.dtype), geo)
-    gx = np.zeros((spec.batch, spec.in_channels, *geo.size), dtype=gy.dtype)
-    kernel = _kernels().input_grad
-    _split(lambda lo, hi: kernel(gy, w3, gx, geo.og, geo.ints, lo, hi),
-           spec.batch * spec.in_channels, _work(spec))
+    k = _kernels()
+    if geo.unit:  # the correlation of grad_out with the flipped kernel, padded by d(K-1) - p
+        gx = np.empty((spec.batch, spec.in_channels, *geo.size), dtype=gy.dtype)
+        ints = geo.ints.copy()
+        ints[2] = ints[1] * (np.array(geo.kernel) - 1) - ints[2]
+
+        def run(lo: int, hi: int) -> None:
+            k.flat_correlate(gy, w3, gx, geo.og, True, ints, lo, hi)
+    else:
+        gx = np.zeros((spec.batch, spec.in_channels, *geo.size), dtype=gy.dtype)
+
+        def run(lo: int, hi: int) -> None:
+            k.input_grad(gy, w3, gx, geo.og, geo.ints, lo, hi)
+    _split(run, spec.batch * spec.in_channels, _work(spec))
     size = spec.padded_size if padded else spec.in_size
     return gx.reshape(spec.batch, spec.in_channels, *size)
 
@@ -129,10 +144,18 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
     geo = _Geometry.of(spec, padded)
     x = _as3(np.ascontiguousarray(x_pad), geo)
     gy = _as3(np.ascontiguousarray(grad_out, dtype=x.dtype), geo)
-    gw = np.zeros((spec.out_channels, 1, *geo.kernel), dtype=np.float64)
-    kernel = _kernels().weight_grad
-    _split(lambda lo, hi: kernel(gy, x, gw, geo.og, geo.ints, lo, hi),
-           spec.out_channels, _work(spec))
+    k = _kernels()
+
+    def steps(kernel: Any) -> np.ndarray:
+        gw = np.zeros((spec.out_channels, 1, *geo.kernel), dtype=np.float64)
+        _split(lambda lo, hi: kernel(gy, x, gw, geo.og, geo.ints, lo, hi),
+               spec.out_channels, _work(spec))
+        return gw
+
+    gw = steps(k.flat_weight_grad if geo.unit else k.weight_grad)
+    if geo.unit and not np.isfinite(gw).all():
+        # maybe a non-finite input times a zero at the grid's junk points: per row, exactly
+        gw = steps(k.weight_grad)
     return gw.astype(x.dtype).reshape(spec.out_channels, 1, *spec.kernel)
 
 
@@ -146,6 +169,8 @@ class _Geometry:
 
     def __init__(self, size, out, kernel, ints, og) -> None:  # type: ignore[no-untyped-def]
         self.size, self.out, self.kernel, self.ints, self.og = size, out, kernel, ints, og
+        #: stride 1 on every axis: the steps run on the flat grid
+        self.unit = bool((ints[0] == 1).all())
 
     @classmethod
     def of(cls, spec: ConvSpec, padded: bool) -> _Geometry:
