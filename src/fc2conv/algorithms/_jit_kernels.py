@@ -32,8 +32,9 @@ def _axpy(out, v, inp):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(fastmath={"contract"}, **_OPTIONS)
-def forward(x, w, y, og, g, lo, hi):  # type: ignore[no-untyped-def]
-    """``y[n, o]`` for the planes ``(n, o)`` in ``lo:hi`` (``n * C_out + o``)."""
+def forward(x, w, y, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
+    """``y[n, o, :, row_lo:row_hi]`` for the planes ``(n, o)`` in ``lo:hi`` (``n * C_out +
+    o``)."""
     C_out = y.shape[1]
     D, H, W = x.shape[2], x.shape[3], x.shape[4]
     K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
@@ -42,7 +43,7 @@ def forward(x, w, y, og, g, lo, hi):  # type: ignore[no-untyped-def]
         n, o = plane // C_out, plane % C_out
         c = o // og
         for i0 in range(y.shape[2]):
-            for i1 in range(y.shape[3]):
+            for i1 in range(row_lo, row_hi):
                 row = y[n, o, i0, i1]
                 for j in range(row.shape[0]):
                     row[j] = 0
@@ -106,9 +107,10 @@ def input_grad(gy, w, gx, og, g, lo, hi):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(fastmath={"contract", "reassoc"}, **_OPTIONS)
-def weight_grad(gy, x, gw, og, g, lo, hi):  # type: ignore[no-untyped-def]
-    """Adds into the float64 ``gw[o]`` (zeroed) for the output channels ``o`` in ``lo:hi``:
-    each row's dot product in the arrays' dtype, the rows in float64."""
+def weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
+    """Adds into the float64 ``gw[o]`` (zeroed) for the output channels ``o`` in ``lo:hi``,
+    from the rows ``row_lo:row_hi`` of ``gy``: each row's dot product in the arrays' dtype,
+    the rows in float64."""
     D, H, W = x.shape[2], x.shape[3], x.shape[4]
     K0, K1, K2 = gw.shape[2], gw.shape[3], gw.shape[4]
     s2, d2, p2 = g[0, 2], g[1, 2], g[2, 2]
@@ -117,7 +119,7 @@ def weight_grad(gy, x, gw, og, g, lo, hi):  # type: ignore[no-untyped-def]
         acc = gw[o, 0]
         for n in range(gy.shape[0]):
             for i0 in range(gy.shape[2]):
-                for i1 in range(gy.shape[3]):
+                for i1 in range(row_lo, row_hi):
                     row = gy[n, o, i0, i1]
                     for a0 in range(K0):
                         r0 = i0 * g[0, 0] + a0 * g[1, 0] - g[2, 0]
@@ -227,11 +229,13 @@ def _block_rows(Wp, reach):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(fastmath={"contract"}, **_OPTIONS)
-def flat_correlate(src, w, dst, og, transpose, g, lo, hi):  # type: ignore[no-untyped-def]
+def flat_correlate(src, w, dst, og, transpose, g, lo, hi,  # type: ignore[no-untyped-def]
+                   row_lo, row_hi):
     """A stride-1 correlation plane by plane on the flat grid, padding ``g[2]`` before
     (negative: cropped). ``transpose=False``: the forward, ``dst[n, o] = src[n, c(o)] * w[o]``
     for the planes ``(n, o)`` in ``lo:hi``. ``transpose=True``: the input gradient,
-    ``dst[n, c] = sum_{o of c} src[n, o] * flip(w[o])`` for the planes ``(n, c)``."""
+    ``dst[n, c] = sum_{o of c} src[n, o] * flip(w[o])`` for the planes ``(n, c)``. Only the
+    rows ``row_lo:row_hi`` of ``dst`` (axis 3)."""
     planes_per_image = dst.shape[1]
     K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
     d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
@@ -247,8 +251,8 @@ def flat_correlate(src, w, dst, og, transpose, g, lo, hi):  # type: ignore[no-un
         n, k = plane // planes_per_image, plane % planes_per_image
         first, count = (k * og, og) if transpose else (k // og, 1)
         for i0 in range(Do):
-            for row0 in range(0, Ho, R):
-                rows = min(R, Ho - row0)
+            for row0 in range(row_lo, row_hi, R):
+                rows = min(R, row_hi - row0)
                 L = (rows - 1) * Wp + Wo
                 for t in range(L):
                     acc[t] = 0
@@ -268,9 +272,9 @@ def flat_correlate(src, w, dst, og, transpose, g, lo, hi):  # type: ignore[no-un
 
 
 @numba.njit(fastmath={"contract", "reassoc"}, **_OPTIONS)
-def flat_weight_grad(gy, x, gw, og, g, lo, hi):  # type: ignore[no-untyped-def]
-    """The float64 ``gw[o]`` (zeroed) of a stride-1 layer for the output channels in
-    ``lo:hi``: per block, ``gy`` laid on the grid (zeros at the junk columns) dotted with the
+def flat_weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
+    """Adds into the float64 ``gw[o]`` of a stride-1 layer for the output channels in
+    ``lo:hi``, from the rows ``row_lo:row_hi`` of ``gy``: per block, ``gy`` laid on the grid (zeros at the junk columns) dotted with the
     run of every tap; each dot product in the arrays' dtype, their sum in float64."""
     K0, K1, K2 = gw.shape[2], gw.shape[3], gw.shape[4]
     d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
@@ -287,8 +291,8 @@ def flat_weight_grad(gy, x, gw, og, g, lo, hi):  # type: ignore[no-untyped-def]
         acc = gw[o, 0]
         for n in range(gy.shape[0]):
             for i0 in range(Do):
-                for row0 in range(0, Ho, R):
-                    rows = min(R, Ho - row0)
+                for row0 in range(row_lo, row_hi, R):
+                    rows = min(R, row_hi - row0)
                     L = (rows - 1) * Wp + Wo
                     for r in range(rows):
                         line = grid[r * Wp:r * Wp + Wo]

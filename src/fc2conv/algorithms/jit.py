@@ -41,6 +41,7 @@ import numpy as np
 
 from .._threads import fft_workers, pool
 from .._validate import ConvSpec
+from . import direct
 
 __all__ = ["available", "correlate", "cost", "input_grad", "terms", "unsupported",
            "weight_grad"]
@@ -98,17 +99,20 @@ def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
     """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, 1, *K)`` -> ``(N, C_out, *S_out)``; with
     ``padded=False`` the unpadded ``x: (N, C_in, *S)`` (``spec.pads`` of zeros)."""
     geo = _Geometry.of(spec, padded)
+    if not geo.unit and not np.isfinite(w).all():
+        # (the row loops skip the taps on the padding, where 0 * inf must give NaN)
+        return direct.correlate(xp, x_pad, w, spec, "direct", padded=padded)
     x = _as3(np.ascontiguousarray(x_pad), geo)
     w3 = _as3(np.ascontiguousarray(w, dtype=x.dtype), geo)
     y = np.empty((spec.batch, spec.out_channels, *geo.out), dtype=x.dtype)
     k = _kernels()
     if geo.unit:
-        def run(lo: int, hi: int) -> None:
-            k.flat_correlate(x, w3, y, geo.og, False, geo.ints, lo, hi)
+        def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
+            k.flat_correlate(x, w3, y, geo.og, False, geo.ints, lo, hi, row_lo, row_hi)
     else:
-        def run(lo: int, hi: int) -> None:
-            k.forward(x, w3, y, geo.og, geo.ints, lo, hi)
-    _split(run, spec.batch * spec.out_channels, _work(spec))
+        def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
+            k.forward(x, w3, y, geo.og, geo.ints, lo, hi, row_lo, row_hi)
+    _split(run, spec.batch * spec.out_channels, geo.out[1], _work(spec))
     return y.reshape(spec.batch, spec.out_channels, *spec.out_size)
 
 
@@ -116,6 +120,9 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
                padded: bool = True) -> Any:
     """Gradient with respect to the padded input: ``(N, C_out, *S_out) -> (N, C_in, *S_pad)``
     (with ``padded=False``: to the unpadded input, ``-> (N, C_in, *S)``)."""
+    if not np.isfinite(w).all():
+        # (on the flat grid a non-finite weight would meet the zeros around grad_out)
+        return direct.input_grad(xp, grad_out, w, spec, "direct", padded=padded)
     geo = _Geometry.of(spec, padded)
     gy = _as3(np.ascontiguousarray(grad_out), geo)
     w3 = _as3(np.ascontiguousarray(w, dtype=gy.dtype), geo)
@@ -125,14 +132,16 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
         ints = geo.ints.copy()
         ints[2] = ints[1] * (np.array(geo.kernel) - 1) - ints[2]
 
-        def run(lo: int, hi: int) -> None:
-            k.flat_correlate(gy, w3, gx, geo.og, True, ints, lo, hi)
-    else:
+        def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
+            k.flat_correlate(gy, w3, gx, geo.og, True, ints, lo, hi, row_lo, row_hi)
+        rows = geo.size[1]
+    else:  # (scattered into gx: threads may only split the planes)
         gx = np.zeros((spec.batch, spec.in_channels, *geo.size), dtype=gy.dtype)
 
-        def run(lo: int, hi: int) -> None:
+        def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
             k.input_grad(gy, w3, gx, geo.og, geo.ints, lo, hi)
-    _split(run, spec.batch * spec.in_channels, _work(spec))
+        rows = 0
+    _split(run, spec.batch * spec.in_channels, rows, _work(spec))
     size = spec.padded_size if padded else spec.in_size
     return gx.reshape(spec.batch, spec.in_channels, *size)
 
@@ -147,10 +156,12 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
     k = _kernels()
 
     def steps(kernel: Any) -> np.ndarray:
-        gw = np.zeros((spec.out_channels, 1, *geo.kernel), dtype=np.float64)
-        _split(lambda lo, hi: kernel(gy, x, gw, geo.og, geo.ints, lo, hi),
-               spec.out_channels, _work(spec))
-        return gw
+        # one float64 sum per thread: threads splitting rows add into the same channels
+        sums = np.zeros((max(1, fft_workers()), spec.out_channels, 1, *geo.kernel))
+        _split(lambda lo, hi, row_lo, row_hi, k: kernel(gy, x, sums[k], geo.og, geo.ints, lo,
+                                                        hi, row_lo, row_hi),
+               spec.out_channels, geo.out[1], _work(spec))
+        return sums.sum(axis=0)
 
     gw = steps(k.flat_weight_grad if geo.unit else k.weight_grad)
     if geo.unit and not np.isfinite(gw).all():
@@ -193,14 +204,26 @@ def _work(spec: ConvSpec) -> int:
     return spec.batch * spec.out_channels * math.prod(spec.out_size) * math.prod(spec.kernel)
 
 
-def _split(run: Any, planes: int, work: int) -> None:
-    """``run(lo, hi)`` over ``planes`` in contiguous ranges, one per thread."""
-    workers = max(1, min(fft_workers(), planes, work // max(1, MIN_WORK_PER_THREAD)))
-    if workers == 1:
-        run(0, planes)
+def _split(run: Any, planes: int, rows: int, work: int) -> None:
+    """``run(lo, hi, row_lo, row_hi, k)`` over ``planes`` and their ``rows`` (``k``: the
+    thread's index), in contiguous ranges of planes, one per thread, or where there are
+    fewer planes than threads, of rows (``rows=0``: planes only)."""
+    workers = max(1, min(fft_workers(), work // max(1, MIN_WORK_PER_THREAD)))
+    by_rows = planes < workers and rows >= workers
+    workers = min(workers, rows if by_rows else planes)
+    if workers <= 1:
+        run(0, planes, 0, max(rows, 1), 0)
         return
-    bounds = [planes * k // workers for k in range(workers + 1)]
-    list(pool().map(lambda k: run(bounds[k], bounds[k + 1]), range(workers)))
+    count = rows if by_rows else planes
+    bounds = [count * k // workers for k in range(workers + 1)]
+
+    def part(k: int) -> None:
+        if by_rows:
+            run(0, planes, bounds[k], bounds[k + 1], k)
+        else:
+            run(bounds[k], bounds[k + 1], 0, max(rows, 1), k)
+
+    list(pool().map(part, range(workers)))
 
 
 def _kernels() -> Any:
