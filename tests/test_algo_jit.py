@@ -245,11 +245,17 @@ def test_refuses_other_namespaces_and_missing_numba(monkeypatch) -> None:
 
 
 def test_terms() -> None:
-    """The parts of the work: every multiply-add, every element once, one row per tap."""
-    spec = _validate.conv_spec(np.ones((2, 3, 10, 12), np.float32),
-                               np.ones((6, 1, 3, 5), np.float32), None, stride=1, padding=0,
-                               dilation=1, groups=3, padding_mode="zeros")
-    got = jit.terms(spec, "jit", "correlate")
-    assert got == {"macs": 2 * 6 * 8 * 8 * 15, "elements": 2 * 3 * 120 + 2 * 6 * 64,
-                   "rows": 2 * 6 * 8 * 15}
-    assert jit.cost(spec) == sum(got.values())
+    """The parts of the work: every multiply-add, every element once, the vector loops (one
+    per tap and block of rows at stride 1, per tap and output row when strided)."""
+    def spec(stride):
+        return _validate.conv_spec(np.ones((2, 3, 10, 12), np.float32),
+                                   np.ones((6, 1, 3, 5), np.float32), None, stride=stride,
+                                   padding=0, dilation=1, groups=3, padding_mode="zeros")
+
+    got = jit.terms(spec(1), "jit", "correlate")
+    assert got == {"macs": 2 * 6 * 8 * 8 * 15, "strided": 0, "elements": 2 * 3 * 120 + 2 * 6 * 64,
+                   "loops": 2 * 6 * 15}  # 8 rows 12 wide: one block
+    assert jit.cost(spec(1)) == sum(got.values())
+    got = jit.terms(spec(2), "jit", "correlate")
+    assert got == {"macs": 0, "strided": 2 * 6 * 4 * 4 * 15,
+                   "elements": 2 * 3 * 120 + 2 * 6 * 16, "loops": 2 * 6 * 4 * 15}

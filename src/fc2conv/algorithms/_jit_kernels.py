@@ -224,7 +224,8 @@ def _taps(acc, buf, w3, flip, a0, L, Wp, d1, d2):  # type: ignore[no-untyped-def
 
 @numba.njit(**_OPTIONS)
 def _block_rows(Wp, reach):  # type: ignore[no-untyped-def]
-    """Output rows per block: the grid buffers about 128 KiB each (in the L2 cache)."""
+    """Output rows per block: the grid buffers about 128 KiB each (in the L2 cache; keep
+    ``jit._BLOCK`` the same)."""
     return max(1, 32768 // Wp - reach)
 
 

@@ -49,10 +49,10 @@ same formulas on whole strided windows.
 Measured (float32, 2-core AVX-512 Xeon, shared and noisy; in-process medians), the depthwise
 layer ``N=8, C=128, 56x56, 3x3, pad 1, groups=128`` end to end (padding and bias included):
 forward ~1.1x faster than PyTorch's CPU ``conv2d``, forward+backward ~1.35x faster; ~2.6x
-faster than the original ``shift`` path in both. A Numba kernel was tried and not adopted:
-its forward kernel alone was ~2x faster than this one, but end to end only ~1.5x (padding,
-allocation and bias do not change), its gradient kernels were not faster, and it compiles
-for 3-8 s per signature.
+faster than the original ``shift`` path in both. With Numba installed, depthwise layers
+(``C_in/G == 1``) run faster as compiled loops, :mod:`~fc2conv.algorithms.jit`
+(``method="jit"``; ``auto`` picks by the cost model); this method keeps the narrow grouped
+layers, other array namespaces and installs without Numba.
 """
 
 from __future__ import annotations
