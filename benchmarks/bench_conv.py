@@ -9,7 +9,7 @@ table says whether ``auto`` picked the fastest (within 10 %).
 
     python benchmarks/bench_conv.py                        # the whole suite, auto only
     python benchmarks/bench_conv.py --quick                # 3 runs per timing, no image filters
-    python benchmarks/bench_conv.py --methods auto im2col shift fft winograd winograd2 direct
+    python benchmarks/bench_conv.py --methods auto im2col shift fft winograd winograd2 direct jit
     python benchmarks/bench_conv.py --cases image-filter-5 image-filter-31 image-filter-101
     python benchmarks/bench_conv.py --sweep docs/figures/image_filter.png   # time vs k
     python benchmarks/bench_conv.py --json out.json

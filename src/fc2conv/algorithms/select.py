@@ -42,7 +42,8 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
 #: on a 2-core Xeon (AVX-512, OpenBLAS SkylakeX kernels); ``direct``'s ``gathers`` (which
 #: only strided layers have) alone on the three strided narrow layers of the calibration,
 #: the others held fixed, the forward's at the measured rate of its phase gather (a fit
-#: wanted ~0 there). The ``padding`` part that
+#: wanted ~0 there); ``jit``'s on the ten depthwise and single-channel layers of the
+#: calibration set (the only layers it runs), the others' unchanged. The ``padding`` part that
 #: :func:`parts` adds is not fitted: it costs :data:`PAD_SECONDS_PER_UNIT` whichever method
 #: needs it (the measured rate of the padded copy).
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
@@ -62,6 +63,12 @@ SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('im2col', 'correlate'): {'calls': 1.757e-11, 'passes': 1.901e-12, 'products': 4.073e-12},
     ('im2col', 'input_grad'): {'calls': 8.686e-12, 'passes': 1.925e-12, 'products': 4.674e-12},
     ('im2col', 'weight_grad'): {'calls': 4.169e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
+    ('jit', 'correlate'): {
+        'elements': 1.395e-10, 'loops': 2.315e-10, 'macs': 2.705e-11, 'strided': 4.759e-10},
+    ('jit', 'input_grad'): {
+        'elements': 1.541e-10, 'loops': 2.146e-10, 'macs': 2.655e-11, 'strided': 5.068e-10},
+    ('jit', 'weight_grad'): {
+        'elements': 2.153e-10, 'loops': 2.079e-10, 'macs': 3.566e-11, 'strided': 4.514e-10},
     ('shift', 'correlate'): {'calls': 1.506e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
     ('shift', 'input_grad'): {'calls': 9.240e-12, 'passes': 2.065e-12, 'products': 3.807e-12},
     ('shift', 'weight_grad'): {'calls': 1.547e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
