@@ -185,37 +185,40 @@ def _fill(buf, plane, r0, row0, rows, Wp, p1, p2):  # type: ignore[no-untyped-de
             line[v] = 0
 
 
+@numba.njit(inline="always", cache=True)
+def _tap(w3, flip, a0, a1, a2):  # type: ignore[no-untyped-def]
+    """``w3[a0, a1, a2]``, or of the kernel flipped on every axis."""
+    K0, K1, K2 = w3.shape
+    return w3[K0 - 1 - a0, K1 - 1 - a1, K2 - 1 - a2] if flip else w3[a0, a1, a2]
+
+
 @numba.njit(fastmath={"contract"}, **_OPTIONS)
 def _taps(acc, buf, w3, flip, a0, L, Wp, d1, d2):  # type: ignore[no-untyped-def]
     """``acc[t] += sum_{a1, a2} w[a0, a1, a2] * buf[a1*d1*Wp + a2*d2 + t]`` for ``t < L``
     (``w`` flipped on every axis with ``flip``); three taps per pass over ``acc`` where the
     row has them (a third of the loads and stores of ``acc``)."""
-    K0, K1, K2 = w3.shape
+    K1, K2 = w3.shape[1], w3.shape[2]
     out = acc[:L]
     for a1 in range(K1):
         a2 = 0
         while a2 < K2:
             take = min(3, K2 - a2)
-            v = np.zeros(3, w3.dtype)
-            for k in range(take):
-                v[k] = (w3[K0 - 1 - a0, K1 - 1 - a1, K2 - 1 - a2 - k] if flip
-                        else w3[a0, a1, a2 + k])
+            u0 = _tap(w3, flip, a0, a1, a2)
+            u1 = _tap(w3, flip, a0, a1, min(a2 + 1, K2 - 1))
+            u2 = _tap(w3, flip, a0, a1, min(a2 + 2, K2 - 1))
             start = a1 * d1 * Wp + a2 * d2
             if take == 3:
-                u0, u1, u2 = v[0], v[1], v[2]
                 i0 = buf[start:start + L]
                 i1 = buf[start + d2:start + d2 + L]
                 i2 = buf[start + 2 * d2:start + 2 * d2 + L]
                 for t in range(L):
                     out[t] += u0 * i0[t] + u1 * i1[t] + u2 * i2[t]
             elif take == 2:
-                u0, u1 = v[0], v[1]
                 i0 = buf[start:start + L]
                 i1 = buf[start + d2:start + d2 + L]
                 for t in range(L):
                     out[t] += u0 * i0[t] + u1 * i1[t]
             else:
-                u0 = v[0]
                 i0 = buf[start:start + L]
                 for t in range(L):
                     out[t] += u0 * i0[t]
@@ -223,21 +226,22 @@ def _taps(acc, buf, w3, flip, a0, L, Wp, d1, d2):  # type: ignore[no-untyped-def
 
 
 @numba.njit(**_OPTIONS)
-def _block_rows(Wp, reach):  # type: ignore[no-untyped-def]
-    """Output rows per block: the grid buffers about 128 KiB each (in the L2 cache; keep
-    ``jit._BLOCK`` the same)."""
-    return max(1, 32768 // Wp - reach)
+def _block_rows(Wp, reach, sums):  # type: ignore[no-untyped-def]
+    """Output rows per block: the input rows' buffer and ``sums`` accumulators of the block
+    together about 256 KiB of float32 (in the L2 cache; keep ``jit._BLOCK`` the same)."""
+    return max(1, (65536 // Wp - reach) // (sums + 1))
 
 
 @numba.njit(fastmath={"contract"}, **_OPTIONS)
 def flat_correlate(src, w, dst, og, transpose, g, lo, hi,  # type: ignore[no-untyped-def]
                    row_lo, row_hi):
-    """A stride-1 correlation plane by plane on the flat grid, padding ``g[2]`` before
-    (negative: cropped). ``transpose=False``: the forward, ``dst[n, o] = src[n, c(o)] * w[o]``
-    for the planes ``(n, o)`` in ``lo:hi``. ``transpose=True``: the input gradient,
-    ``dst[n, c] = sum_{o of c} src[n, o] * flip(w[o])`` for the planes ``(n, c)``. Only the
-    rows ``row_lo:row_hi`` of ``dst`` (axis 3)."""
-    planes_per_image = dst.shape[1]
+    """A stride-1 correlation on the flat grid for the input-channel planes ``(n, c)`` in
+    ``lo:hi`` (``n * C_in + c``), rows ``row_lo:row_hi`` of ``dst`` (axis 3), padding ``g[2]``
+    before (negative: cropped). ``transpose=False``: the forward, ``dst[n, o] = src[n, c] *
+    w[o]`` for the ``og`` channels ``o`` of ``c`` (each block of ``src`` copied once for all
+    of them). ``transpose=True``: the input gradient, ``dst[n, c] = sum_{o of c} src[n, o] *
+    flip(w[o])``."""
+    C_in = src.shape[1] // og if transpose else src.shape[1]
     K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
     d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
     p0, p1, p2 = g[2, 0], g[2, 1], g[2, 2]
@@ -245,38 +249,48 @@ def flat_correlate(src, w, dst, og, transpose, g, lo, hi,  # type: ignore[no-unt
     Do, Ho, Wo = dst.shape[2], dst.shape[3], dst.shape[4]
     Wp = Wo + d2 * (K2 - 1)
     reach = d1 * (K1 - 1)
-    R = min(Ho, _block_rows(Wp, reach))
+    sums = 1 if transpose else og
+    R = min(Ho, _block_rows(Wp, reach, sums))
     buf = np.empty((R + reach) * Wp, src.dtype)
-    acc = np.empty(R * Wp, dst.dtype)
+    acc = np.empty((sums, R * Wp), dst.dtype)
     for plane in range(lo, hi):
-        n, k = plane // planes_per_image, plane % planes_per_image
-        first, count = (k * og, og) if transpose else (k // og, 1)
+        n, c = plane // C_in, plane % C_in
         for i0 in range(Do):
             for row0 in range(row_lo, row_hi, R):
                 rows = min(R, row_hi - row0)
                 L = (rows - 1) * Wp + Wo
-                for t in range(L):
-                    acc[t] = 0
-                for m in range(first, first + count):
-                    o = m if transpose else k
-                    for a0 in range(K0):
-                        r0 = i0 + a0 * d0 - p0
-                        if r0 < 0 or r0 >= D:
-                            continue
-                        _fill(buf, src[n, m], r0, row0, rows + reach, Wp, p1, p2)
-                        _taps(acc, buf, w[o, 0], transpose, a0, L, Wp, d1, d2)
-                for r in range(rows):
-                    line = dst[n, k, i0, row0 + r]
-                    part = acc[r * Wp:r * Wp + Wo]
-                    for j in range(Wo):
-                        line[j] = part[j]
+                for m in range(sums):
+                    line = acc[m]
+                    for t in range(L):
+                        line[t] = 0
+                for a0 in range(K0):
+                    r0 = i0 + a0 * d0 - p0
+                    if r0 < 0 or r0 >= D:
+                        continue
+                    if transpose:
+                        for o in range(c * og, (c + 1) * og):
+                            _fill(buf, src[n, o], r0, row0, rows + reach, Wp, p1, p2)
+                            _taps(acc[0], buf, w[o, 0], True, a0, L, Wp, d1, d2)
+                    else:
+                        _fill(buf, src[n, c], r0, row0, rows + reach, Wp, p1, p2)
+                        for m in range(og):
+                            _taps(acc[m], buf, w[c * og + m, 0], False, a0, L, Wp, d1, d2)
+                for m in range(sums):
+                    k = c if transpose else c * og + m
+                    for r in range(rows):
+                        line = dst[n, k, i0, row0 + r]
+                        part = acc[m, r * Wp:r * Wp + Wo]
+                        for j in range(Wo):
+                            line[j] = part[j]
 
 
 @numba.njit(fastmath={"contract", "reassoc"}, **_OPTIONS)
 def flat_weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
-    """Adds into the float64 ``gw[o]`` of a stride-1 layer for the output channels in
-    ``lo:hi``, from the rows ``row_lo:row_hi`` of ``gy``: per block, ``gy`` laid on the grid (zeros at the junk columns) dotted with the
-    run of every tap; each dot product in the arrays' dtype, their sum in float64."""
+    """Adds into the float64 ``gw[o]`` of a stride-1 layer for the ``og`` channels ``o`` of
+    each input channel ``c`` in ``lo:hi``, from the rows ``row_lo:row_hi`` of ``gy``: per
+    block, ``gy[n, o]`` laid on the grid (zeros at the junk columns) dotted with the run of
+    every tap of the block of ``x[n, c]`` (copied once for all ``o``); each dot product in the
+    arrays' dtype, their sum in float64."""
     K0, K1, K2 = gw.shape[2], gw.shape[3], gw.shape[4]
     d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
     p0, p1, p2 = g[2, 0], g[2, 1], g[2, 2]
@@ -284,33 +298,34 @@ def flat_weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[
     Do, Ho, Wo = gy.shape[2], gy.shape[3], gy.shape[4]
     Wp = Wo + d2 * (K2 - 1)
     reach = d1 * (K1 - 1)
-    R = min(Ho, _block_rows(Wp, reach))
+    R = min(Ho, _block_rows(Wp, reach, og))
     buf = np.empty((R + reach) * Wp, x.dtype)
-    grid = np.zeros(R * Wp, gy.dtype)
-    for o in range(lo, hi):
-        c = o // og
-        acc = gw[o, 0]
+    grids = np.zeros((og, R * Wp), gy.dtype)  # (the junk columns stay zero)
+    for c in range(lo, hi):
         for n in range(gy.shape[0]):
             for i0 in range(Do):
                 for row0 in range(row_lo, row_hi, R):
                     rows = min(R, row_hi - row0)
                     L = (rows - 1) * Wp + Wo
-                    for r in range(rows):
-                        line = grid[r * Wp:r * Wp + Wo]
-                        source = gy[n, o, i0, row0 + r]
-                        for j in range(Wo):
-                            line[j] = source[j]
-                    left = grid[:L]
+                    for m in range(og):
+                        for r in range(rows):
+                            line = grids[m, r * Wp:r * Wp + Wo]
+                            source = gy[n, c * og + m, i0, row0 + r]
+                            for j in range(Wo):
+                                line[j] = source[j]
                     for a0 in range(K0):
                         r0 = i0 + a0 * d0 - p0
                         if r0 < 0 or r0 >= D:
                             continue
                         _fill(buf, x[n, c], r0, row0, rows + reach, Wp, p1, p2)
-                        for a1 in range(K1):
-                            for a2 in range(K2):
-                                start = a1 * d1 * Wp + a2 * d2
-                                right = buf[start:start + L]
-                                total = left[0] * right[0]
-                                for t in range(1, L):
-                                    total += left[t] * right[t]
-                                acc[a0, a1, a2] += total
+                        for m in range(og):
+                            left = grids[m, :L]
+                            acc = gw[c * og + m, 0]
+                            for a1 in range(K1):
+                                for a2 in range(K2):
+                                    start = a1 * d1 * Wp + a2 * d2
+                                    right = buf[start:start + L]
+                                    total = left[0] * right[0]
+                                    for t in range(1, L):
+                                        total += left[t] * right[t]
+                                    acc[a0, a1, a2] += total

@@ -63,9 +63,9 @@ __all__ = ["available", "correlate", "cost", "input_grad", "terms", "unsupported
 
 #: The steps take the unpadded input (zero padding only) and read the padding themselves.
 UNPADDED = True
-#: Elements of one flat-grid buffer (the block's input rows; the accumulator is as large):
+#: Elements of a block's flat-grid buffers (its input rows and its accumulators):
 #: ``_jit_kernels._block_rows`` sizes the blocks of rows by it.
-_BLOCK = 32768
+_BLOCK = 65536
 #: Fewest multiply-adds per thread worth a hand-off to a second thread (~50 us).
 MIN_WORK_PER_THREAD = 1 << 18
 _DTYPES = (np.float32, np.float64)
@@ -111,7 +111,9 @@ def terms(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> dict[
     if geo.unit:
         reach = (geo.kernel[1] - 1) * int(geo.ints[1, 1])
         wp = width + (geo.kernel[2] - 1) * int(geo.ints[1, 2])
-        loops = per_plane * depth * -(-rows // max(1, min(rows, _BLOCK // wp - reach)))
+        og = spec.out_channels // spec.groups
+        block = max(1, min(rows, (_BLOCK // wp - reach) // (og + 1)))
+        loops = per_plane * depth * -(-rows // block)
     else:
         loops = per_plane * depth * rows
     elements = spec.batch * spec.in_channels * math.prod(spec.in_size) + (
@@ -136,13 +138,15 @@ def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
     w3 = _as3(np.ascontiguousarray(w, dtype=x.dtype), geo)
     y = np.empty((spec.batch, spec.out_channels, *geo.out), dtype=x.dtype)
     k = _kernels()
-    if geo.unit:
+    if geo.unit:  # (per input plane: its blocks are copied once for its og outputs)
         def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
             k.flat_correlate(x, w3, y, geo.og, False, geo.ints, lo, hi, row_lo, row_hi)
+        planes = spec.batch * spec.in_channels
     else:
         def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
             k.forward(x, w3, y, geo.og, geo.ints, lo, hi, row_lo, row_hi)
-    _split(run, spec.batch * spec.out_channels, geo.out[1], _work(spec))
+        planes = spec.batch * spec.out_channels
+    _split(run, planes, geo.out[1], _work(spec))
     return y.reshape(spec.batch, spec.out_channels, *spec.out_size)
 
 
@@ -185,18 +189,19 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
     gy = _as3(np.ascontiguousarray(grad_out, dtype=x.dtype), geo)
     k = _kernels()
 
-    def steps(kernel: Any) -> np.ndarray:
+    def steps(kernel: Any, planes: int) -> np.ndarray:
         # one float64 sum per thread: threads splitting rows add into the same channels
         sums = np.zeros((max(1, fft_workers()), spec.out_channels, 1, *geo.kernel))
         _split(lambda lo, hi, row_lo, row_hi, k: kernel(gy, x, sums[k], geo.og, geo.ints, lo,
                                                         hi, row_lo, row_hi),
-               spec.out_channels, geo.out[1], _work(spec))
+               planes, geo.out[1], _work(spec))
         return sums.sum(axis=0)
 
-    gw = steps(k.flat_weight_grad if geo.unit else k.weight_grad)
-    if geo.unit and not np.isfinite(gw).all():
-        # maybe a non-finite input times a zero at the grid's junk points: per row, exactly
-        gw = steps(k.weight_grad)
+    if geo.unit:  # (per input channel, for its og outputs)
+        gw = steps(k.flat_weight_grad, spec.in_channels)
+    if not geo.unit or not np.isfinite(gw).all():
+        # (maybe a non-finite input times a zero at the grid's junk points: per row, exactly)
+        gw = steps(k.weight_grad, spec.out_channels)
     return gw.astype(x.dtype).reshape(spec.out_channels, 1, *spec.kernel)
 
 
