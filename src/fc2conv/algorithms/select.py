@@ -64,11 +64,11 @@ SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('im2col', 'input_grad'): {'calls': 8.686e-12, 'passes': 1.925e-12, 'products': 4.674e-12},
     ('im2col', 'weight_grad'): {'calls': 4.169e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
     ('jit', 'correlate'): {
-        'elements': 1.395e-10, 'loops': 2.315e-10, 'macs': 2.705e-11, 'strided': 4.759e-10},
+        'elements': 1.398e-10, 'loops': 1.944e-10, 'macs': 2.617e-11, 'strided': 5.127e-10},
     ('jit', 'input_grad'): {
-        'elements': 1.541e-10, 'loops': 2.146e-10, 'macs': 2.655e-11, 'strided': 5.068e-10},
+        'elements': 1.488e-10, 'loops': 2.284e-10, 'macs': 2.586e-11, 'strided': 5.415e-10},
     ('jit', 'weight_grad'): {
-        'elements': 2.153e-10, 'loops': 2.079e-10, 'macs': 3.566e-11, 'strided': 4.514e-10},
+        'elements': 1.294e-10, 'loops': 2.916e-10, 'macs': 3.670e-11, 'strided': 3.958e-10},
     ('shift', 'correlate'): {'calls': 1.506e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
     ('shift', 'input_grad'): {'calls': 9.240e-12, 'passes': 2.065e-12, 'products': 3.807e-12},
     ('shift', 'weight_grad'): {'calls': 1.547e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
