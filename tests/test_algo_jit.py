@@ -246,7 +246,8 @@ def test_refuses_other_namespaces_and_missing_numba(monkeypatch) -> None:
 
 def test_terms() -> None:
     """The parts of the work: every multiply-add, every element once, the vector loops (one
-    per tap and block of rows at stride 1, per tap and output row when strided)."""
+    per tap and block of rows on the flat grid, per tap and output row in the row loops of a
+    strided layer's gradients)."""
     def spec(stride):
         return _validate.conv_spec(np.ones((2, 3, 10, 12), np.float32),
                                    np.ones((6, 1, 3, 5), np.float32), None, stride=stride,
@@ -256,6 +257,9 @@ def test_terms() -> None:
     assert got == {"macs": 2 * 6 * 8 * 8 * 15, "strided": 0, "elements": 2 * 3 * 120 + 2 * 6 * 64,
                    "loops": 2 * 6 * 15}  # 8 rows 12 wide: one block
     assert jit.cost(spec(1)) == sum(got.values())
-    got = jit.terms(spec(2), "jit", "correlate")
+    got = jit.terms(spec(2), "jit", "input_grad")  # strided gradients: row loops
     assert got == {"macs": 0, "strided": 2 * 6 * 4 * 4 * 15,
                    "elements": 2 * 3 * 120 + 2 * 6 * 16, "loops": 2 * 6 * 4 * 15}
+    got = jit.terms(spec(2), "jit", "correlate")  # a strided forward: phases on the grid
+    assert got["macs"] == 2 * 6 * 4 * 4 * 15 and got["strided"] == 0
+    assert got["loops"] == 2 * 6 * 15

@@ -32,46 +32,6 @@ def _axpy(out, v, inp):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(fastmath={"contract"}, **_OPTIONS)
-def forward(x, w, y, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
-    """``y[n, o, :, row_lo:row_hi]`` for the planes ``(n, o)`` in ``lo:hi`` (``n * C_out +
-    o``)."""
-    C_out = y.shape[1]
-    D, H, W = x.shape[2], x.shape[3], x.shape[4]
-    K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
-    s2, d2, p2 = g[0, 2], g[1, 2], g[2, 2]
-    for plane in range(lo, hi):
-        n, o = plane // C_out, plane % C_out
-        c = o // og
-        for i0 in range(y.shape[2]):
-            for i1 in range(row_lo, row_hi):
-                row = y[n, o, i0, i1]
-                for j in range(row.shape[0]):
-                    row[j] = 0
-                for a0 in range(K0):
-                    r0 = i0 * g[0, 0] + a0 * g[1, 0] - g[2, 0]
-                    if r0 < 0 or r0 >= D:
-                        continue
-                    for a1 in range(K1):
-                        r1 = i1 * g[0, 1] + a1 * g[1, 1] - g[2, 1]
-                        if r1 < 0 or r1 >= H:
-                            continue
-                        src = x[n, c, r0, r1]
-                        for a2 in range(K2):
-                            shift = a2 * d2 - p2
-                            j0, j1 = _span(row.shape[0], W, s2, shift)
-                            if j1 <= j0:
-                                continue
-                            v = w[o, 0, a0, a1, a2]
-                            if s2 == 1:
-                                # (slices: loops from 0 have provably non-negative indices,
-                                # which lets the compiler vectorise them)
-                                _axpy(row[j0:j1], v, src[j0 + shift:j1 + shift])
-                            else:
-                                for j in range(j0, j1):
-                                    row[j] += v * src[j * s2 + shift]
-
-
-@numba.njit(fastmath={"contract"}, **_OPTIONS)
 def input_grad(gy, w, gx, og, g, lo, hi):  # type: ignore[no-untyped-def]
     """Adds into ``gx[n, c]`` (zeroed) for the planes ``(n, c)`` in ``lo:hi``."""
     C_in = gx.shape[1]
@@ -329,3 +289,98 @@ def flat_weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[
                                     for t in range(1, L):
                                         total += left[t] * right[t]
                                     acc[a0, a1, a2] += total
+
+
+# ---------------------------------------------------------------------------------------------
+# strided forward: the flat grid per phase
+#
+# With stride s, tap a reads the input at (i + q)*s + ph - p, where a*d = q*s + ph: the taps of
+# one phase ph (per axis) read the phase array x[ph - p :: s] at shifts q, i.e. a stride-1
+# correlation. Each block copies (gathers) one phase at a time into the grid buffer.
+
+
+@numba.njit(**_OPTIONS)
+def _fill_phase(buf, plane, r0, row0, rows, Wp, s1, o1, s2, o2):  # type: ignore[no-untyped-def]
+    """``buf[u*Wp + v] = plane[r0, (row0 + u)*s1 + o1, v*s2 + o2]`` (0 outside ``plane``)
+    for ``u < rows``, ``v < Wp``."""
+    H, W = plane.shape[1], plane.shape[2]
+    v0 = 0 if o2 >= 0 else (s2 - 1 - o2) // s2
+    v1 = max(min(Wp, (W - o2 + s2 - 1) // s2), v0)
+    v0 = min(v0, Wp)
+    for u in range(rows):
+        line = buf[u * Wp:(u + 1) * Wp]
+        r1 = (row0 + u) * s1 + o1
+        if r1 < 0 or r1 >= H:
+            for v in range(Wp):
+                line[v] = 0
+            continue
+        source = plane[r0, r1]
+        for v in range(v0):
+            line[v] = 0
+        for v in range(v0, v1):
+            line[v] = source[v * s2 + o2]
+        for v in range(v1, Wp):
+            line[v] = 0
+
+
+@numba.njit(fastmath={"contract"}, **_OPTIONS)
+def flat_strided_forward(x, w, y, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
+    """The forward of a strided layer on the flat grid, one phase at a time, for the
+    input-channel planes ``(n, c)`` in ``lo:hi`` and the rows ``row_lo:row_hi`` of ``y``."""
+    C_in = x.shape[1]
+    K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
+    s0, s1, s2 = g[0, 0], g[0, 1], g[0, 2]
+    d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
+    p0, p1, p2 = g[2, 0], g[2, 1], g[2, 2]
+    D = x.shape[2]
+    Do, Ho, Wo = y.shape[2], y.shape[3], y.shape[4]
+    reach = (d1 * (K1 - 1)) // s1
+    Wp = Wo + (d2 * (K2 - 1)) // s2
+    R = min(Ho, _block_rows(Wp, reach, og))
+    buf = np.empty((R + reach) * Wp, x.dtype)
+    acc = np.empty((og, R * Wp), y.dtype)
+    for plane in range(lo, hi):
+        n, c = plane // C_in, plane % C_in
+        for i0 in range(Do):
+            for row0 in range(row_lo, row_hi, R):
+                rows = min(R, row_hi - row0)
+                L = (rows - 1) * Wp + Wo
+                for m in range(og):
+                    line = acc[m]
+                    for t in range(L):
+                        line[t] = 0
+                for a0 in range(K0):
+                    r0 = i0 * s0 + a0 * d0 - p0
+                    if r0 < 0 or r0 >= D:
+                        continue
+                    for ph1 in range(s1):
+                        for ph2 in range(s2):
+                            used = False
+                            for a1 in range(K1):
+                                for a2 in range(K2):
+                                    if (a1 * d1) % s1 == ph1 and (a2 * d2) % s2 == ph2:
+                                        used = True
+                            if not used:
+                                continue
+                            _fill_phase(buf, x[n, c], r0, row0, rows + reach, Wp, s1, ph1 - p1,
+                                        s2, ph2 - p2)
+                            for a1 in range(K1):
+                                if (a1 * d1) % s1 != ph1:
+                                    continue
+                                for a2 in range(K2):
+                                    if (a2 * d2) % s2 != ph2:
+                                        continue
+                                    start = (a1 * d1) // s1 * Wp + (a2 * d2) // s2
+                                    inp = buf[start:start + L]
+                                    for m in range(og):
+                                        v = w[c * og + m, 0, a0, a1, a2]
+                                        out = acc[m, :L]
+                                        for t in range(L):
+                                            out[t] += v * inp[t]
+                for m in range(og):
+                    k = c * og + m
+                    for r in range(rows):
+                        line = y[n, k, i0, row0 + r]
+                        part = acc[m, r * Wp:r * Wp + Wo]
+                        for j in range(Wo):
+                            line[j] = part[j]

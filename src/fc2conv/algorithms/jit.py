@@ -25,9 +25,12 @@ code. The weight gradient lays ``grad_out`` on the grid (zeros at the junk colum
 makes one dot product per tap and block (in the arrays' dtype; their sum in float64); if that
 gives a non-finite value (a zero at a junk column times an inf), it is recomputed per row.
 
-Strided layers: per output row and tap, a loop over the row's valid outputs, skipping the
-taps on the padding (each output is its own sum). A non-finite weight there goes to
-``direct`` (0 * inf on the padding must be NaN, as in the reference).
+Strided layers: the forward on the same grid, one phase of the input at a time (with
+``a*d = q*s + ph``, the taps of phase ``ph`` read ``x[ph - p :: s]`` at shifts ``q``: a
+stride-1 correlation; each block gathers one phase into the buffer). The gradients loop per
+output row and tap over the row's valid outputs, skipping the taps on the padding; a
+non-finite weight sends the input gradient to ``direct`` (0 * inf on the padding must be
+NaN, as in the reference).
 
 Threads: contiguous ranges of planes over ``fft_workers()`` of fc2conv's threads, or of rows
 where a layer has fewer planes than threads (a single image); the kernels release the GIL
@@ -97,20 +100,23 @@ def cost(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> float:
 
 def terms(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> dict[str, float]:
     """Estimated work of one step in parts, for ``select.SECONDS_PER_UNIT``: the
-    ``N * C_out * prod(S_out) * K`` multiply-adds, as ``macs`` on the flat grid (stride 1) or
-    ``strided`` in the row loops (taps on the padding counted too: an upper bound);
-    ``elements``, the elements read or written once (``N * (C_in * prod(S) + C_out *
-    prod(S_out))``); and ``loops``, the vector loops run, each with a fixed cost that short
-    rows feel: one per tap and block of rows on the flat grid (``N * C_out * D_out * blocks *
-    K``), one per tap and output row in the row loops (``N * C_out * prod(S_out[:-1]) * K``).
+    ``N * C_out * prod(S_out) * K`` multiply-adds, as ``macs`` on the flat grid (stride 1,
+    and a strided forward) or ``strided`` in the row loops (a strided layer's gradients; taps
+    on the padding counted too: an upper bound); ``elements``, the elements read or written
+    once (``N * (C_in * prod(S) + C_out * prod(S_out))``); and ``loops``, the vector loops
+    run, each with a fixed cost that short rows feel: one per tap and block of rows on the
+    flat grid (``N * C_out * D_out * blocks * K``), one per tap and output row in the row loops
+    (``N * C_out * prod(S_out[:-1]) * K``).
     """
     geo = _Geometry.of(spec, padded=True)
     per_plane = spec.batch * spec.out_channels * math.prod(spec.kernel)
     macs = float(per_plane * math.prod(spec.out_size))
     depth, rows, width = geo.out
-    if geo.unit:
-        reach = (geo.kernel[1] - 1) * int(geo.ints[1, 1])
-        wp = width + (geo.kernel[2] - 1) * int(geo.ints[1, 2])
+    flat = geo.unit or step == "correlate"
+    if flat:
+        (_, s1, s2), (_, d1, d2) = geo.ints[0], geo.ints[1]
+        reach = (geo.kernel[1] - 1) * int(d1) // int(s1)
+        wp = width + (geo.kernel[2] - 1) * int(d2) // int(s2)
         og = spec.out_channels // spec.groups
         block = max(1, min(rows, (_BLOCK // wp - reach) // (og + 1)))
         loops = per_plane * depth * -(-rows // block)
@@ -118,7 +124,7 @@ def terms(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> dict[
         loops = per_plane * depth * rows
     elements = spec.batch * spec.in_channels * math.prod(spec.in_size) + (
         spec.batch * spec.out_channels * math.prod(spec.out_size))
-    return {"macs": macs if geo.unit else 0.0, "strided": 0.0 if geo.unit else macs,
+    return {"macs": macs if flat else 0.0, "strided": 0.0 if flat else macs,
             "elements": float(elements), "loops": float(loops)}
 
 
@@ -131,9 +137,6 @@ def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
     """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, 1, *K)`` -> ``(N, C_out, *S_out)``; with
     ``padded=False`` the unpadded ``x: (N, C_in, *S)`` (``spec.pads`` of zeros)."""
     geo = _Geometry.of(spec, padded)
-    if not geo.unit and not np.isfinite(w).all():
-        # (the row loops skip the taps on the padding, where 0 * inf must give NaN)
-        return direct.correlate(xp, x_pad, w, spec, "direct", padded=padded)
     x = _as3(np.ascontiguousarray(x_pad), geo)
     w3 = _as3(np.ascontiguousarray(w, dtype=x.dtype), geo)
     y = np.empty((spec.batch, spec.out_channels, *geo.out), dtype=x.dtype)
@@ -142,10 +145,10 @@ def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
         def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
             k.flat_correlate(x, w3, y, geo.og, False, geo.ints, lo, hi, row_lo, row_hi)
         planes = spec.batch * spec.in_channels
-    else:
+    else:  # (one phase of the input at a time on the flat grid)
         def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
-            k.forward(x, w3, y, geo.og, geo.ints, lo, hi, row_lo, row_hi)
-        planes = spec.batch * spec.out_channels
+            k.flat_strided_forward(x, w3, y, geo.og, geo.ints, lo, hi, row_lo, row_hi)
+        planes = spec.batch * spec.in_channels
     _split(run, planes, geo.out[1], _work(spec))
     return y.reshape(spec.batch, spec.out_channels, *spec.out_size)
 
