@@ -100,9 +100,9 @@ def cost(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> float:
 
 def terms(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> dict[str, float]:
     """Estimated work of one step in parts, for ``select.SECONDS_PER_UNIT``: the
-    ``N * C_out * prod(S_out) * K`` multiply-adds, as ``macs`` on the flat grid (stride 1,
-    and a strided forward) or ``strided`` in the row loops (a strided layer's gradients; taps
-    on the padding counted too: an upper bound); ``elements``, the elements read or written
+    ``N * C_out * prod(S_out) * K`` multiply-adds, as ``macs`` at stride 1 or ``strided``
+    (one tap per pass over the accumulator and gathered phases in the forward, row loops in
+    the gradients; taps on the padding counted too: an upper bound); ``elements``, the elements read or written
     once (``N * (C_in * prod(S) + C_out * prod(S_out))``); and ``loops``, the vector loops
     run, each with a fixed cost that short rows feel: one per tap and block of rows on the
     flat grid (``N * C_out * D_out * blocks * K``), one per tap and output row in the row loops
@@ -124,7 +124,7 @@ def terms(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> dict[
         loops = per_plane * depth * rows
     elements = spec.batch * spec.in_channels * math.prod(spec.in_size) + (
         spec.batch * spec.out_channels * math.prod(spec.out_size))
-    return {"macs": macs if flat else 0.0, "strided": 0.0 if flat else macs,
+    return {"macs": macs if geo.unit else 0.0, "strided": 0.0 if geo.unit else macs,
             "elements": float(elements), "loops": float(loops)}
 
 
