@@ -43,8 +43,8 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
 #: only strided layers have) alone on the three strided narrow layers of the calibration,
 #: the others held fixed, the forward's at the measured rate of its phase gather (a fit
 #: wanted ~0 there); ``jit``'s on the ten depthwise and single-channel layers of the
-#: calibration set (the only layers it runs), the others' unchanged (``strided`` of the
-#: forward is a part no layer has: a strided forward runs on the flat grid too). The ``padding`` part that
+#: calibration set and a strided 1-D single-channel one (the only layers it runs), the
+#: others' unchanged. The ``padding`` part that
 #: :func:`parts` adds is not fitted: it costs :data:`PAD_SECONDS_PER_UNIT` whichever method
 #: needs it (the measured rate of the padded copy).
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
@@ -65,11 +65,11 @@ SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('im2col', 'input_grad'): {'calls': 8.686e-12, 'passes': 1.925e-12, 'products': 4.674e-12},
     ('im2col', 'weight_grad'): {'calls': 4.169e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
     ('jit', 'correlate'): {
-        'elements': 1.714e-10, 'loops': 1.681e-10, 'macs': 2.708e-11, 'strided': 4.903e-11},
+        'elements': 2.183e-10, 'loops': 1.360e-10, 'macs': 2.573e-11, 'strided': 9.093e-11},
     ('jit', 'input_grad'): {
-        'elements': 1.582e-10, 'loops': 2.119e-10, 'macs': 2.825e-11, 'strided': 5.106e-10},
+        'elements': 2.475e-10, 'loops': 4.922e-10, 'macs': 2.738e-11, 'strided': 4.658e-10},
     ('jit', 'weight_grad'): {
-        'elements': 1.238e-10, 'loops': 2.636e-10, 'macs': 3.788e-11, 'strided': 5.034e-10},
+        'elements': 1.834e-10, 'loops': 9.463e-10, 'macs': 3.857e-11, 'strided': 4.007e-10},
     ('shift', 'correlate'): {'calls': 1.506e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
     ('shift', 'input_grad'): {'calls': 9.240e-12, 'passes': 2.065e-12, 'products': 3.807e-12},
     ('shift', 'weight_grad'): {'calls': 1.547e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
