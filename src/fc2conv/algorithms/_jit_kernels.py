@@ -1,8 +1,10 @@
 """The loops of :mod:`fc2conv.algorithms.jit`, compiled by Numba (imported on first use).
 
 Arrays have three spatial axes ``(D, H, W)``; ``g`` is the int64 ``(3, 3)`` array
-``[stride, dilation, padding before]`` per axis; each kernel runs the planes ``lo:hi``.
-Module-level functions, so that ``cache=True`` can keep their machine code on disk.
+``[stride, dilation, padding before]`` per axis; each kernel runs the planes ``lo:hi`` (and
+where it takes them, the rows ``row_lo:row_hi``). First the row loops of a strided layer's
+gradients, then the flat grid (stride 1, and the strided forward). Module-level functions,
+so that ``cache=True`` can keep their machine code on disk.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def _span(out, size, stride, shift):  # type: ignore[no-untyped-def]
     return lo, hi
 
 
-@numba.njit(fastmath={"contract"}, nogil=True, cache=True, boundscheck=False)
+@numba.njit(fastmath={"contract"}, **_OPTIONS)
 def _axpy(out, v, inp):  # type: ignore[no-untyped-def]
     """``out += v * inp`` on two 1-D runs of the same length."""
     for j in range(out.shape[0]):
@@ -33,7 +35,9 @@ def _axpy(out, v, inp):  # type: ignore[no-untyped-def]
 
 @numba.njit(fastmath={"contract"}, **_OPTIONS)
 def input_grad(gy, w, gx, og, g, lo, hi):  # type: ignore[no-untyped-def]
-    """Adds into ``gx[n, c]`` (zeroed) for the planes ``(n, c)`` in ``lo:hi``."""
+    """Adds into ``gx[n, c]`` (zeroed) for the planes ``(n, c)`` in ``lo:hi``: per output
+    row and tap, ``w * row`` scattered onto the inputs it read (taps on the padding
+    skipped)."""
     C_in = gx.shape[1]
     D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
     K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]

@@ -8,16 +8,18 @@ cache, and the compiler vectorises the innermost loop.
 
 The steps (the spatial axes brought to three, ``(D, H, W)``, by leading axes of size 1)::
 
-    forward       y[n, o, i] = sum_a w[o, a] x[n, c(o), i*s + a*d - p]    (per (n, o) plane)
+    forward       y[n, o, i] = sum_a w[o, a] x[n, c(o), i*s + a*d - p]
     input grad    gx[n, c, j] = sum_{o of c, a: j = i*s + a*d - p} w[o, a] gy[n, o, i]
-    weight grad   gw[o, a] = sum_{n, i} gy[n, o, i] x[n, c(o), i*s + a*d - p]   (per o)
+    weight grad   gw[o, a] = sum_{n, i} gy[n, o, i] x[n, c(o), i*s + a*d - p]
 
-with ``c(o) = o // (C_out/G)``. Both read the zero padding themselves (``UNPADDED``: no
-padded copy of the input; the input gradient comes back unpadded).
+with ``c(o) = o // (C_out/G)``, each computed per input plane ``(n, c)`` (for all its
+``C_out/G`` outputs at once where they share its reads). All steps read the zero padding
+themselves (``UNPADDED``: no padded copy of the input; the input gradient comes back
+unpadded).
 
 Stride 1 (all axes): blocks of output rows on a flat grid. The input rows a block reads are
-copied, zero-padded, into a buffer ``Wp = W_out + d(K_W - 1)`` wide (about 128 KiB, in
-cache); then every tap is *one* vector loop over the whole block, ``acc[t] += w_a *
+copied, zero-padded, into a buffer ``Wp = W_out + d(K_W - 1)`` wide (with the
+accumulators about 256 KiB, in the L2 cache); then every tap is *one* vector loop over the whole block, ``acc[t] += w_a *
 buf[off(a) + t]``, three taps of a kernel row per pass over ``acc``; the columns past
 ``W_out`` are junk and dropped when the block is copied out. The input gradient is the
 correlation of ``grad_out`` with the flipped kernel, padded by ``d(K - 1) - p``, on the same
@@ -40,9 +42,10 @@ where a layer has fewer planes than threads (a single image); the kernels releas
 per kernel and dtype.
 
 Measured (float32, 2 threads, 2-core AVX-512 Xeon; steps as the ops run them, calibration
-run of this round): DESIGN.md's depthwise layer (8 x 128 x 56^2, 3x3) forward / input
-gradient / weight gradient 1.46 / 1.63 / 1.79 ms against ``direct``'s 9.96 / 9.49 / 4.80;
-forward+backward 4.9 ms, PyTorch's CPU ``conv2d`` 5.8 ms at its best (17.5 ms out of the box).
+run U, docs/benchmarks.md): DESIGN.md's depthwise layer (8 x 128 x 56^2, 3x3) forward / input
+gradient / weight gradient 1.35 / 1.40 / 2.00 ms against ``direct``'s ~9.9 / 10.0 / 4.8;
+through the API, forward+backward 6.7-7.2 ms against PyTorch's CPU ``conv2d`` 5.7 ms at its
+best and 18 ms out of the box (bench_conv.py).
 
 Numba is optional (``pip install 'fc2conv[jit]'``): without it this method reports itself
 unsupported and ``auto`` never picks it. NumPy arrays only (other namespaces: ``direct``).
@@ -71,7 +74,6 @@ UNPADDED = True
 _BLOCK = 65536
 #: Fewest multiply-adds per thread worth a hand-off to a second thread (~50 us).
 MIN_WORK_PER_THREAD = 1 << 18
-_DTYPES = (np.float32, np.float64)
 
 
 @functools.cache
@@ -102,11 +104,12 @@ def terms(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> dict[
     """Estimated work of one step in parts, for ``select.SECONDS_PER_UNIT``: the
     ``N * C_out * prod(S_out) * K`` multiply-adds, as ``macs`` at stride 1 or ``strided``
     (one tap per pass over the accumulator and gathered phases in the forward, row loops in
-    the gradients; taps on the padding counted too: an upper bound); ``elements``, the elements read or written
-    once (``N * (C_in * prod(S) + C_out * prod(S_out))``); and ``loops``, the vector loops
-    run, each with a fixed cost that short rows feel: one per tap and block of rows on the
-    flat grid (``N * C_out * D_out * blocks * K``), one per tap and output row in the row loops
-    (``N * C_out * prod(S_out[:-1]) * K``).
+    the gradients; taps on the padding counted too: an upper bound); ``elements``, the
+    elements read or written once (``N * (C_in * prod(S) + C_out * prod(S_out))``); and
+    ``loops``, the vector loops run, each with a fixed cost that short rows feel: one per
+    tap and block of rows on the flat grid (``N * C_out * D_out * blocks * K``; a strided
+    forward's too), one per tap and output row in the row loops of a strided layer's
+    gradients (``N * C_out * prod(S_out[:-1]) * K``).
     """
     geo = _Geometry.of(spec, padded=True)
     per_plane = spec.batch * spec.out_channels * math.prod(spec.kernel)
