@@ -263,3 +263,20 @@ def test_terms() -> None:
     got = jit.terms(spec(2), "jit", "correlate")  # a strided forward: phases on the grid
     assert got["strided"] == 2 * 6 * 4 * 4 * 15 and got["macs"] == 0
     assert got["loops"] == 2 * 6 * 15
+
+
+@pytest.mark.parametrize(("stride", "dilation", "og"), [(1, 1, 1), (1, 2, 2), (2, 1, 3)])
+def test_wide_images_run_in_several_blocks_of_rows(stride, dilation, og) -> None:
+    """Rows 2000+ wide make blocks of a few rows (the Hypothesis layers fit in one block):
+    forward and both gradients equal the GEMM method's in float64."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 2, 37, 2003))
+    w = rng.standard_normal((2 * og, 1, 3, 5))
+    kw = {"padding": ((2, 1), (3, 0)), "stride": stride, "dilation": dilation, "groups": 2}
+    y = fc2conv.correlate(x, w, **kw, method="jit")
+    gy = rng.standard_normal(y.shape)
+    got = [y, *ff.correlate_vjp(gy, x, w, **kw, method="jit")[:2]]
+    want = [fc2conv.correlate(x, w, **kw, method="im2col"),
+            *ff.correlate_vjp(gy, x, w, **kw, method="im2col")[:2]]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(b).max())
