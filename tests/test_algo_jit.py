@@ -247,7 +247,7 @@ def test_refuses_other_namespaces_and_missing_numba(monkeypatch) -> None:
 def test_terms() -> None:
     """The parts of the work: every multiply-add, every element once, the vector loops (one
     per tap and block of rows on the flat grid, per tap and output row in the row loops of a
-    strided layer's gradients)."""
+    strided input gradient)."""
     def spec(stride):
         return _validate.conv_spec(np.ones((2, 3, 10, 12), np.float32),
                                    np.ones((6, 1, 3, 5), np.float32), None, stride=stride,
@@ -260,9 +260,10 @@ def test_terms() -> None:
     got = jit.terms(spec(2), "jit", "input_grad")  # strided gradients: row loops
     assert got == {"macs": 0, "strided": 2 * 6 * 4 * 4 * 15,
                    "elements": 2 * 3 * 120 + 2 * 6 * 16, "loops": 2 * 6 * 4 * 15}
-    got = jit.terms(spec(2), "jit", "correlate")  # a strided forward: phases on the grid
-    assert got["strided"] == 2 * 6 * 4 * 4 * 15 and got["macs"] == 0
-    assert got["loops"] == 2 * 6 * 15
+    for step in ("correlate", "weight_grad"):  # strided: phases on the grid
+        got = jit.terms(spec(2), "jit", step)
+        assert got["strided"] == 2 * 6 * 4 * 4 * 15 and got["macs"] == 0
+        assert got["loops"] == 2 * 6 * 15
 
 
 @pytest.mark.parametrize(("stride", "dilation", "og"), [(1, 1, 1), (1, 2, 2), (2, 1, 3)])

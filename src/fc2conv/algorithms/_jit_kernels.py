@@ -250,18 +250,21 @@ def flat_correlate(src, w, dst, og, transpose, g, lo, hi,  # type: ignore[no-unt
 
 @numba.njit(fastmath={"contract", "reassoc"}, **_OPTIONS)
 def flat_weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
-    """Adds into the float64 ``gw[o]`` of a stride-1 layer for the ``og`` channels ``o`` of
-    each input channel ``c`` in ``lo:hi``, from the rows ``row_lo:row_hi`` of ``gy``: per
-    block, ``gy[n, o]`` laid on the grid (zeros at the junk columns) dotted with the run of
-    every tap of the block of ``x[n, c]`` (copied once for all ``o``); each dot product in the
-    arrays' dtype, their sum in float64."""
+    """Adds into the float64 ``gw[o]`` for the ``og`` channels ``o`` of each input channel
+    ``c`` in ``lo:hi``, from the rows ``row_lo:row_hi`` of ``gy``: per block, ``gy[n, o]``
+    laid on the grid (zeros at the junk columns) dotted with the run of every tap of the
+    block of ``x[n, c]`` (copied once for all ``o``; with a stride, one phase at a time, see
+    :func:`flat_strided_forward`); each dot product in the arrays' dtype, their sum in
+    float64."""
     K0, K1, K2 = gw.shape[2], gw.shape[3], gw.shape[4]
+    s0, s1, s2 = g[0, 0], g[0, 1], g[0, 2]
     d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
     p0, p1, p2 = g[2, 0], g[2, 1], g[2, 2]
     D = x.shape[2]
     Do, Ho, Wo = gy.shape[2], gy.shape[3], gy.shape[4]
-    Wp = Wo + d2 * (K2 - 1)
-    reach = d1 * (K1 - 1)
+    Wp = Wo + (d2 * (K2 - 1)) // s2
+    reach = (d1 * (K1 - 1)) // s1
+    unit = s1 == 1 and s2 == 1
     R = min(Ho, _block_rows(Wp, reach, og))
     buf = np.empty((R + reach) * Wp, x.dtype)
     grids = np.zeros((og, R * Wp), gy.dtype)  # (the junk columns stay zero)
@@ -278,21 +281,38 @@ def flat_weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[
                             for j in range(Wo):
                                 line[j] = source[j]
                     for a0 in range(K0):
-                        r0 = i0 + a0 * d0 - p0
+                        r0 = i0 * s0 + a0 * d0 - p0
                         if r0 < 0 or r0 >= D:
                             continue
-                        _fill(buf, x[n, c], r0, row0, rows + reach, Wp, p1, p2)
-                        for m in range(og):
-                            left = grids[m, :L]
-                            acc = gw[c * og + m, 0]
-                            for a1 in range(K1):
-                                for a2 in range(K2):
-                                    start = a1 * d1 * Wp + a2 * d2
-                                    right = buf[start:start + L]
-                                    total = left[0] * right[0]
-                                    for t in range(1, L):
-                                        total += left[t] * right[t]
-                                    acc[a0, a1, a2] += total
+                        for ph1 in range(s1):
+                            for ph2 in range(s2):
+                                used = False
+                                for a1 in range(K1):
+                                    for a2 in range(K2):
+                                        if (a1 * d1) % s1 == ph1 and (a2 * d2) % s2 == ph2:
+                                            used = True
+                                if not used:
+                                    continue
+                                if unit:
+                                    _fill(buf, x[n, c], r0, row0, rows + reach, Wp, p1, p2)
+                                else:
+                                    _fill_phase(buf, x[n, c], r0, row0, rows + reach, Wp, s1,
+                                                ph1 - p1, s2, ph2 - p2)
+                                for m in range(og):
+                                    left = grids[m, :L]
+                                    acc = gw[c * og + m, 0]
+                                    for a1 in range(K1):
+                                        if (a1 * d1) % s1 != ph1:
+                                            continue
+                                        for a2 in range(K2):
+                                            if (a2 * d2) % s2 != ph2:
+                                                continue
+                                            start = (a1 * d1) // s1 * Wp + (a2 * d2) // s2
+                                            right = buf[start:start + L]
+                                            total = left[0] * right[0]
+                                            for t in range(1, L):
+                                                total += left[t] * right[t]
+                                            acc[a0, a1, a2] += total
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,10 +29,10 @@ gives a non-finite value (a zero at a junk column times an inf), it is recompute
 
 Strided layers: the forward on the same grid, one phase of the input at a time (with
 ``a*d = q*s + ph``, the taps of phase ``ph`` read ``x[ph - p :: s]`` at shifts ``q``: a
-stride-1 correlation; each block gathers one phase into the buffer). The gradients loop per
-output row and tap over the row's valid outputs, skipping the taps on the padding; a
-non-finite weight sends the input gradient to ``direct`` (0 * inf on the padding must be
-NaN, as in the reference).
+stride-1 correlation; each block gathers one phase into the buffer), and so the weight
+gradient. The input gradient loops per output row and tap over the row's valid outputs,
+skipping the taps on the padding; a non-finite weight sends it to ``direct`` (0 * inf on the
+padding must be NaN, as in the reference).
 
 Threads: contiguous ranges of planes over ``fft_workers()`` of fc2conv's threads, or of rows
 where a layer has fewer planes than threads (a single image); the kernels release the GIL
@@ -103,19 +103,19 @@ def cost(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> float:
 def terms(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> dict[str, float]:
     """Estimated work of one step in parts, for ``select.SECONDS_PER_UNIT``: the
     ``N * C_out * prod(S_out) * K`` multiply-adds, as ``macs`` at stride 1 or ``strided``
-    (one tap per pass over the accumulator and gathered phases in the forward, row loops in
-    the gradients; taps on the padding counted too: an upper bound); ``elements``, the
+    (gathered phases and one tap per pass in the forward and weight gradient, row loops in
+    the input gradient; taps on the padding counted too: an upper bound); ``elements``, the
     elements read or written once (``N * (C_in * prod(S) + C_out * prod(S_out))``); and
     ``loops``, the vector loops run, each with a fixed cost that short rows feel: one per
-    tap and block of rows on the flat grid (``N * C_out * D_out * blocks * K``; a strided
-    forward's too), one per tap and output row in the row loops of a strided layer's
-    gradients (``N * C_out * prod(S_out[:-1]) * K``).
+    tap and block of rows on the flat grid (``N * C_out * D_out * blocks * K``), one per tap
+    and output row in the row loops of a strided input gradient (``N * C_out *
+    prod(S_out[:-1]) * K``).
     """
     geo = _Geometry.of(spec, padded=True)
     per_plane = spec.batch * spec.out_channels * math.prod(spec.kernel)
     macs = float(per_plane * math.prod(spec.out_size))
     depth, rows, width = geo.out
-    flat = geo.unit or step == "correlate"
+    flat = geo.unit or step != "input_grad"
     if flat:
         (_, s1, s2), (_, d1, d2) = geo.ints[0], geo.ints[1]
         reach = (geo.kernel[1] - 1) * int(d1) // int(s1)
@@ -203,9 +203,8 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
                planes, geo.out[1], _work(spec))
         return sums.sum(axis=0)
 
-    if geo.unit:  # (per input channel, for its og outputs)
-        gw = steps(k.flat_weight_grad, spec.in_channels)
-    if not geo.unit or not np.isfinite(gw).all():
+    gw = steps(k.flat_weight_grad, spec.in_channels)  # (per input channel, for its og outputs)
+    if not np.isfinite(gw).all():
         # (maybe a non-finite input times a zero at the grid's junk points: per row, exactly)
         gw = steps(k.weight_grad, spec.out_channels)
     return gw.astype(x.dtype).reshape(spec.out_channels, 1, *spec.kernel)
