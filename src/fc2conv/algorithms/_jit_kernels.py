@@ -2,9 +2,10 @@
 
 Arrays have three spatial axes ``(D, H, W)``; ``g`` is the int64 ``(3, 3)`` array
 ``[stride, dilation, padding before]`` per axis; each kernel runs the planes ``lo:hi`` (and
-where it takes them, the rows ``row_lo:row_hi``). First the row loops of a strided layer's
-gradients, then the flat grid (stride 1, and the strided forward). Module-level functions,
-so that ``cache=True`` can keep their machine code on disk.
+where it takes them, the rows ``row_lo:row_hi``). First the row loops (a strided layer's
+input gradient; the weight gradient where the flat grid met a non-finite value), then the
+flat grid (every other step). Module-level functions, so that ``cache=True`` can keep their
+machine code on disk.
 """
 
 from __future__ import annotations

@@ -140,19 +140,18 @@ def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
     """``x_pad: (N, C_in, *S_pad)``, ``w: (C_out, 1, *K)`` -> ``(N, C_out, *S_out)``; with
     ``padded=False`` the unpadded ``x: (N, C_in, *S)`` (``spec.pads`` of zeros)."""
     geo = _Geometry.of(spec, padded)
-    x = _as3(np.ascontiguousarray(x_pad), geo)
-    w3 = _as3(np.ascontiguousarray(w, dtype=x.dtype), geo)
+    x = _as3(np.ascontiguousarray(x_pad))
+    w3 = _as3(np.ascontiguousarray(w, dtype=x.dtype))
     y = np.empty((spec.batch, spec.out_channels, *geo.out), dtype=x.dtype)
     k = _kernels()
-    if geo.unit:  # (per input plane: its blocks are copied once for its og outputs)
+    # (per input plane: each of its blocks is copied once for its og outputs)
+    if geo.unit:
         def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
             k.flat_correlate(x, w3, y, geo.og, False, geo.ints, lo, hi, row_lo, row_hi)
-        planes = spec.batch * spec.in_channels
-    else:  # (one phase of the input at a time on the flat grid)
+    else:  # (one phase of the input at a time)
         def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
             k.flat_strided_forward(x, w3, y, geo.og, geo.ints, lo, hi, row_lo, row_hi)
-        planes = spec.batch * spec.in_channels
-    _split(run, planes, geo.out[1], _work(spec))
+    _split(run, spec.batch * spec.in_channels, geo.out[1], _work(spec))
     return y.reshape(spec.batch, spec.out_channels, *spec.out_size)
 
 
@@ -164,8 +163,8 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
         # (on the flat grid a non-finite weight would meet the zeros around grad_out)
         return direct.input_grad(xp, grad_out, w, spec, "direct", padded=padded)
     geo = _Geometry.of(spec, padded)
-    gy = _as3(np.ascontiguousarray(grad_out), geo)
-    w3 = _as3(np.ascontiguousarray(w, dtype=gy.dtype), geo)
+    gy = _as3(np.ascontiguousarray(grad_out))
+    w3 = _as3(np.ascontiguousarray(w, dtype=gy.dtype))
     k = _kernels()
     if geo.unit:  # the correlation of grad_out with the flipped kernel, padded by d(K-1) - p
         gx = np.empty((spec.batch, spec.in_channels, *geo.size), dtype=gy.dtype)
@@ -191,8 +190,8 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
     """Gradient with respect to ``w``: ``-> (C_out, 1, *K)`` (``x_pad`` unpadded with
     ``padded=False``)."""
     geo = _Geometry.of(spec, padded)
-    x = _as3(np.ascontiguousarray(x_pad), geo)
-    gy = _as3(np.ascontiguousarray(grad_out, dtype=x.dtype), geo)
+    x = _as3(np.ascontiguousarray(x_pad))
+    gy = _as3(np.ascontiguousarray(grad_out, dtype=x.dtype))
     k = _kernels()
 
     def steps(kernel: Any, planes: int) -> np.ndarray:
@@ -235,7 +234,7 @@ class _Geometry:
                    spec.out_channels // spec.groups)
 
 
-def _as3(a: np.ndarray, geo: _Geometry) -> np.ndarray:
+def _as3(a: np.ndarray) -> np.ndarray:
     """``(A, B, *S)`` as ``(A, B, D, H, W)`` (a view)."""
     return a.reshape(*a.shape[:2], *(1,) * (5 - a.ndim), *a.shape[2:])
 
