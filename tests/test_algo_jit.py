@@ -281,3 +281,21 @@ def test_wide_images_run_in_several_blocks_of_rows(stride, dilation, og) -> None
             *ff.correlate_vjp(gy, x, w, **kw, method="im2col")[:2]]
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(b).max())
+
+
+def test_an_inf_no_output_reads_leaves_the_weight_gradient_finite() -> None:
+    """Stride 2, 'valid', width 8: no output reads the last column, but the flat grid's junk
+    column does (times a zero of grad_out: NaN). The weight gradient is recomputed per row,
+    exactly; the forward's junk is cropped."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 6, 8))
+    x[:, :, :, 7] = np.inf
+    w = rng.standard_normal((3, 1, 3, 3))
+    kw = {"stride": 2, "groups": 3}
+    y = fc2conv.correlate(x, w, **kw, method="jit")
+    assert np.isfinite(y).all()
+    gy = rng.standard_normal(y.shape)
+    gw = ff.correlate_vjp(gy, x, w, **kw, method="jit")[1]
+    want = ff.correlate_vjp(gy, x, w, **kw, method="im2col")[1]
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(gw, want, rtol=1e-12, atol=1e-12)
