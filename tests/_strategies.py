@@ -397,3 +397,29 @@ def weight_grad_oracle(gy, x_pad, kernel, stride, dilation, groups):
         xs = x_pad[(..., *index)].reshape(n, groups, cg, -1)
         gw[(..., *a)] = np.einsum("ngop,ngcp->goc", gy_g, xs).reshape(c_out, cg)
     return gw
+
+
+def check_vjp_by_probes(oracle: str, case: Case, method: str, seed: int):
+    """``correlate_vjp(method=...)``'s input and weight gradients against the float64 oracle
+    by exact random-probe identities (the op is linear in x and in w): ``<gx, v> = <gy,
+    f(v, w)>`` and ``<gw, u> = <gy, f(x, u)>``; shapes and dtypes checked. Returns
+    ``(gy, gx, gw, gb)``."""
+    from fc2conv.functional import correlate_vjp
+    from fc2conv.functional import reference as ref
+
+    y_ref = ref.correlate(case.x, case.w, case.b, **case.kwargs)
+    rng = np.random.default_rng(seed)
+    gy = rng.standard_normal(y_ref.shape).astype(case.dtype)
+    v, u = rng.standard_normal(case.x.shape), rng.standard_normal(case.w.shape)
+    gx, gw, gb = correlate_vjp(gy, case.x, case.w, case.b, **case.kwargs, method=method)
+    assert gx.shape == case.x.shape and gx.dtype == case.dtype
+    assert gw.shape == case.w.shape and gw.dtype == case.dtype
+    terms = conv_terms(case, y_ref.shape)
+    ag = np.abs(gy)
+    compare(oracle, np.vdot(gx, v), np.vdot(gy, ref.correlate(v, case.w, **case.kwargs)),
+            np.vdot(ag, ref.correlate(np.abs(v), np.abs(case.w), **case.kwargs)), terms,
+            case.dtype, what=f"{method} gx", check_dtype=False, relative_to="bound")
+    compare(oracle, np.vdot(gw, u), np.vdot(gy, ref.correlate(case.x, u, **case.kwargs)),
+            np.vdot(ag, ref.correlate(np.abs(case.x), np.abs(u), **case.kwargs)), terms,
+            case.dtype, what=f"{method} gw", check_dtype=False, relative_to="bound")
+    return gy, gx, gw, gb

@@ -2,10 +2,9 @@
 
 Arrays have three spatial axes ``(D, H, W)``; ``g`` is the int64 ``(3, 3)`` array
 ``[stride, dilation, padding before]`` per axis; each kernel runs the planes ``lo:hi`` (and
-where it takes them, the rows ``row_lo:row_hi``). First the row loops (a strided layer's
-input gradient; the weight gradient where the flat grid met a non-finite value), then the
-flat grid (every other step). Module-level functions, so that ``cache=True`` can keep their
-machine code on disk.
+where it takes them, the rows ``row_lo:row_hi``). First the row loops of a strided layer's
+input gradient, then the flat grid (every other step). Module-level functions, so that
+``cache=True`` can keep their machine code on disk.
 """
 
 from __future__ import annotations
@@ -69,50 +68,6 @@ def input_grad(gy, w, gx, og, g, lo, hi):  # type: ignore[no-untyped-def]
                                 else:
                                     for j in range(j0, j1):
                                         dst[j * s2 + shift] += v * row[j]
-
-
-@numba.njit(fastmath={"contract", "reassoc"}, **_OPTIONS)
-def weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
-    """Adds into the float64 ``gw[o]`` (zeroed) for the output channels ``o`` in ``lo:hi``,
-    from the rows ``row_lo:row_hi`` of ``gy``: each row's dot product in the arrays' dtype,
-    the rows in float64."""
-    D, H, W = x.shape[2], x.shape[3], x.shape[4]
-    K0, K1, K2 = gw.shape[2], gw.shape[3], gw.shape[4]
-    s2, d2, p2 = g[0, 2], g[1, 2], g[2, 2]
-    for o in range(lo, hi):
-        c = o // og
-        acc = gw[o, 0]
-        for n in range(gy.shape[0]):
-            for i0 in range(gy.shape[2]):
-                for i1 in range(row_lo, row_hi):
-                    row = gy[n, o, i0, i1]
-                    for a0 in range(K0):
-                        r0 = i0 * g[0, 0] + a0 * g[1, 0] - g[2, 0]
-                        if r0 < 0 or r0 >= D:
-                            continue
-                        for a1 in range(K1):
-                            r1 = i1 * g[0, 1] + a1 * g[1, 1] - g[2, 1]
-                            if r1 < 0 or r1 >= H:
-                                continue
-                            src = x[n, c, r0, r1]
-                            for a2 in range(K2):
-                                shift = a2 * d2 - p2
-                                j0, j1 = _span(row.shape[0], W, s2, shift)
-                                if j1 <= j0:
-                                    continue
-                                # (started from the first product: a typed zero of the
-                                # arrays' dtype, and a NaN or inf stays one)
-                                if s2 == 1:
-                                    left = row[j0:j1]
-                                    right = src[j0 + shift:j1 + shift]
-                                    total = left[0] * right[0]
-                                    for j in range(1, j1 - j0):
-                                        total += left[j] * right[j]
-                                else:
-                                    total = row[j0] * src[j0 * s2 + shift]
-                                    for j in range(j0 + 1, j1):
-                                        total += row[j] * src[j * s2 + shift]
-                                acc[a0, a1, a2] += total
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ buf[off(a) + t]``, three taps of a kernel row per pass over ``acc``; the columns
 correlation of ``grad_out`` with the flipped kernel, padded by ``d(K - 1) - p``, on the same
 code. The weight gradient lays ``grad_out`` on the grid (zeros at the junk columns) and
 makes one dot product per tap and block (in the arrays' dtype; their sum in float64); if that
-gives a non-finite value (a zero at a junk column times an inf), it is recomputed per row.
+gives a non-finite value (a zero at a junk column times an inf), ``direct`` recomputes it.
 
 Strided layers: the forward on the same grid, one phase of the input at a time (with
 ``a*d = q*s + ph``, the taps of phase ``ph`` read ``x[ph - p :: s]`` at shifts ``q``: a
@@ -204,8 +204,9 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
 
     gw = steps(k.flat_weight_grad, spec.in_channels)  # (per input channel, for its og outputs)
     if not np.isfinite(gw).all():
-        # (maybe a non-finite input times a zero at the grid's junk points: per row, exactly)
-        gw = steps(k.weight_grad, spec.out_channels)
+        # maybe a non-finite input times a zero at the grid's junk points: direct's sums
+        # (exact, each output's own terms)
+        return direct.weight_grad(xp, grad_out, x_pad, spec, "direct", padded=padded)
     return gw.astype(x.dtype).reshape(spec.out_channels, 1, *spec.kernel)
 
 
