@@ -2,8 +2,7 @@
 
 Arrays have three spatial axes ``(D, H, W)``; ``g`` is the int64 ``(3, 3)`` array
 ``[stride, dilation, padding before]`` per axis; each kernel runs the planes ``lo:hi`` (and
-where it takes them, the rows ``row_lo:row_hi``). First the row loops of a strided layer's
-input gradient, then the flat grid (every other step). Module-level functions, so that
+where it takes them, the rows ``row_lo:row_hi``). Module-level functions, so that
 ``cache=True`` can keep their machine code on disk.
 """
 
@@ -16,58 +15,6 @@ import numpy as np
 # gradient's dot products run in vector lanes. No 'nnan'/'ninf': non-finite values keep their
 # IEEE meaning.
 _OPTIONS = {"nogil": True, "cache": True, "boundscheck": False}
-
-
-@numba.njit(inline="always", cache=True)
-def _span(out, size, stride, shift):  # type: ignore[no-untyped-def]
-    """The outputs ``j`` in ``lo:hi`` whose tap ``j*stride + shift`` lies in ``0:size``."""
-    lo = 0 if shift >= 0 else (stride - 1 - shift) // stride
-    hi = min(out, (size - shift + stride - 1) // stride)
-    return lo, hi
-
-
-@numba.njit(fastmath={"contract"}, **_OPTIONS)
-def _axpy(out, v, inp):  # type: ignore[no-untyped-def]
-    """``out += v * inp`` on two 1-D runs of the same length."""
-    for j in range(out.shape[0]):
-        out[j] += v * inp[j]
-
-
-@numba.njit(fastmath={"contract"}, **_OPTIONS)
-def input_grad(gy, w, gx, og, g, lo, hi):  # type: ignore[no-untyped-def]
-    """Adds into ``gx[n, c]`` (zeroed) for the planes ``(n, c)`` in ``lo:hi``: per output
-    row and tap, ``w * row`` scattered onto the inputs it read (taps on the padding
-    skipped)."""
-    C_in = gx.shape[1]
-    D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
-    K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
-    s2, d2, p2 = g[0, 2], g[1, 2], g[2, 2]
-    for plane in range(lo, hi):
-        n, c = plane // C_in, plane % C_in
-        for o in range(c * og, (c + 1) * og):
-            for i0 in range(gy.shape[2]):
-                for i1 in range(gy.shape[3]):
-                    row = gy[n, o, i0, i1]
-                    for a0 in range(K0):
-                        r0 = i0 * g[0, 0] + a0 * g[1, 0] - g[2, 0]
-                        if r0 < 0 or r0 >= D:
-                            continue
-                        for a1 in range(K1):
-                            r1 = i1 * g[0, 1] + a1 * g[1, 1] - g[2, 1]
-                            if r1 < 0 or r1 >= H:
-                                continue
-                            dst = gx[n, c, r0, r1]
-                            for a2 in range(K2):
-                                shift = a2 * d2 - p2
-                                j0, j1 = _span(row.shape[0], W, s2, shift)
-                                if j1 <= j0:
-                                    continue
-                                v = w[o, 0, a0, a1, a2]
-                                if s2 == 1:
-                                    _axpy(dst[j0 + shift:j1 + shift], v, row[j0:j1])
-                                else:
-                                    for j in range(j0, j1):
-                                        dst[j * s2 + shift] += v * row[j]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,3 +311,73 @@ def flat_strided_forward(x, w, y, og, g, lo, hi, row_lo, row_hi):  # type: ignor
                         part = acc[m, r * Wp:r * Wp + Wo]
                         for j in range(Wo):
                             line[j] = part[j]
+
+
+@numba.njit(fastmath={"contract"}, **_OPTIONS)
+def flat_strided_input_grad(gy, w, gx, og, g, lo, hi):  # type: ignore[no-untyped-def]
+    """``gx[n, c]`` (zeroed) of a strided layer for the planes ``(n, c)`` in ``lo:hi``, one
+    phase of ``gx`` at a time: with ``a*d = q*s + ph``, the inputs ``j = m*s + ph - p`` get
+    ``sum_{a of phase ph} w[a] gy[m - q]``, a stride-1 correlation of ``grad_out`` (padded by
+    ``q_max`` before) on the flat grid, written to every ``s``-th input."""
+    C_in = gx.shape[1]
+    K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
+    s0, s1, s2 = g[0, 0], g[0, 1], g[0, 2]
+    d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
+    p0, p1, p2 = g[2, 0], g[2, 1], g[2, 2]
+    D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
+    Do = gy.shape[2]
+    q1max, q2max = (d1 * (K1 - 1)) // s1, (d2 * (K2 - 1)) // s2
+    Wm = (W - 1 + p2) // s2 + 1  # (the widest phase)
+    Wp = Wm + q2max
+    R = _block_rows(Wp, q1max, 1)
+    buf = np.empty((R + q1max) * Wp, gy.dtype)
+    acc = np.empty(R * Wp, gx.dtype)
+    for plane in range(lo, hi):
+        n, c = plane // C_in, plane % C_in
+        for r0 in range(D):
+            for ph1 in range(s1):
+                for ph2 in range(s2):
+                    used = False
+                    for a1 in range(K1):
+                        for a2 in range(K2):
+                            if (a1 * d1) % s1 == ph1 and (a2 * d2) % s2 == ph2:
+                                used = True
+                    if not used:
+                        continue
+                    m1_lo, m1_hi = -((ph1 - p1) // s1), (H - 1 - ph1 + p1) // s1 + 1
+                    m2_lo, m2_hi = -((ph2 - p2) // s2), (W - 1 - ph2 + p2) // s2 + 1
+                    width = m2_hi - m2_lo
+                    if m1_hi <= m1_lo or width <= 0:
+                        continue
+                    for mb in range(m1_lo, m1_hi, R):
+                        rows = min(R, m1_hi - mb)
+                        L = (rows - 1) * Wp + width
+                        for t in range(L):
+                            acc[t] = 0
+                        for a0 in range(K0):
+                            e0 = r0 + p0 - a0 * d0
+                            if e0 % s0 != 0 or e0 < 0 or e0 // s0 >= Do:
+                                continue
+                            i0 = e0 // s0
+                            for o in range(c * og, (c + 1) * og):
+                                _fill(buf, gy[n, o], i0, mb, rows + q1max, Wp, q1max,
+                                      q2max - m2_lo)
+                                for a1 in range(K1):
+                                    if (a1 * d1) % s1 != ph1:
+                                        continue
+                                    for a2 in range(K2):
+                                        if (a2 * d2) % s2 != ph2:
+                                            continue
+                                        v = w[o, 0, a0, a1, a2]
+                                        start = ((q1max - (a1 * d1) // s1) * Wp
+                                                 + q2max - (a2 * d2) // s2)
+                                        inp = buf[start:start + L]
+                                        out = acc[:L]
+                                        for t in range(L):
+                                            out[t] += v * inp[t]
+                        for r in range(rows):
+                            line = gx[n, c, r0, (mb + r) * s1 + ph1 - p1]
+                            part = acc[r * Wp:r * Wp + width]
+                            base = m2_lo * s2 + ph2 - p2
+                            for t in range(width):
+                                line[base + t * s2] = part[t]

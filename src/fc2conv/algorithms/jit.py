@@ -30,9 +30,10 @@ gives a non-finite value (a zero at a junk column times an inf), ``direct`` reco
 Strided layers: the forward on the same grid, one phase of the input at a time (with
 ``a*d = q*s + ph``, the taps of phase ``ph`` read ``x[ph - p :: s]`` at shifts ``q``: a
 stride-1 correlation; each block gathers one phase into the buffer), and so the weight
-gradient. The input gradient loops per output row and tap over the row's valid outputs,
-skipping the taps on the padding; a non-finite weight sends it to ``direct`` (0 * inf on the
-padding must be NaN, as in the reference).
+gradient; the input gradient one phase of ``gx`` at a time (the inputs ``j = m*s + ph - p``
+get ``sum_{a of phase ph} w[a] gy[m - q]``, a stride-1 correlation of ``grad_out``, written
+to every ``s``-th input). A non-finite weight sends the input gradient to ``direct`` (on the
+grid it would meet the zeros around ``grad_out``; 0 * inf is NaN).
 
 Threads: contiguous ranges of planes over ``fft_workers()`` of fc2conv's threads, or of rows
 where a layer has fewer planes than threads (a single image); the kernels release the GIL
@@ -103,28 +104,21 @@ def cost(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> float:
 def terms(spec: ConvSpec, method: str = "jit", step: str = "correlate") -> dict[str, float]:
     """Estimated work of one step in parts, for ``select.SECONDS_PER_UNIT``: the
     ``N * C_out * prod(S_out) * K`` multiply-adds, as ``macs`` at stride 1 or ``strided``
-    (gathered phases and one tap per pass in the forward and weight gradient, row loops in
-    the input gradient; taps on the padding counted too: an upper bound); ``elements``, the
-    elements read or written once (``N * (C_in * prod(S) + C_out * prod(S_out))``); and
-    ``loops``, the vector loops run, each with a fixed cost that short rows feel: one per
-    tap and block of rows on the flat grid (``N * C_out * D_out * blocks * K``), one per tap
-    and output row in the row loops of a strided input gradient (``N * C_out *
-    prod(S_out[:-1]) * K``).
+    (gathered phases, one tap per pass; taps on the padding counted too: an upper bound);
+    ``elements``, the elements read or written once (``N * (C_in * prod(S) + C_out *
+    prod(S_out))``); and ``loops``, the vector loops run, one per tap and block of rows
+    (``N * C_out * D_out * blocks * K``), each with a fixed cost that small blocks feel.
     """
     geo = _Geometry.of(spec, padded=True)
     per_plane = spec.batch * spec.out_channels * math.prod(spec.kernel)
     macs = float(per_plane * math.prod(spec.out_size))
     depth, rows, width = geo.out
-    flat = geo.unit or step != "input_grad"
-    if flat:
-        (_, s1, s2), (_, d1, d2) = geo.ints[0], geo.ints[1]
-        reach = (geo.kernel[1] - 1) * int(d1) // int(s1)
-        wp = width + (geo.kernel[2] - 1) * int(d2) // int(s2)
-        og = spec.out_channels // spec.groups
-        block = max(1, min(rows, (_BLOCK // wp - reach) // (og + 1)))
-        loops = per_plane * depth * -(-rows // block)
-    else:
-        loops = per_plane * depth * rows
+    (_, s1, s2), (_, d1, d2) = geo.ints[0], geo.ints[1]
+    reach = (geo.kernel[1] - 1) * int(d1) // int(s1)
+    wp = width + (geo.kernel[2] - 1) * int(d2) // int(s2)
+    og = spec.out_channels // spec.groups
+    block = max(1, min(rows, (_BLOCK // wp - reach) // (og + 1)))
+    loops = per_plane * depth * -(-rows // block)
     elements = spec.batch * spec.in_channels * math.prod(spec.in_size) + (
         spec.batch * spec.out_channels * math.prod(spec.out_size))
     return {"macs": macs if geo.unit else 0.0, "strided": 0.0 if geo.unit else macs,
@@ -174,11 +168,11 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
         def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
             k.flat_correlate(gy, w3, gx, geo.og, True, ints, lo, hi, row_lo, row_hi)
         rows = geo.size[1]
-    else:  # (scattered into gx: threads may only split the planes)
+    else:  # one phase of gx at a time (threads split the planes only)
         gx = np.zeros((spec.batch, spec.in_channels, *geo.size), dtype=gy.dtype)
 
         def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
-            k.input_grad(gy, w3, gx, geo.og, geo.ints, lo, hi)
+            k.flat_strided_input_grad(gy, w3, gx, geo.og, geo.ints, lo, hi)
         rows = 0
     _split(run, spec.batch * spec.in_channels, rows, _work(spec))
     size = spec.padded_size if padded else spec.in_size
