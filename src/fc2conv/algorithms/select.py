@@ -65,11 +65,11 @@ SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('im2col', 'input_grad'): {'calls': 8.686e-12, 'passes': 1.925e-12, 'products': 4.674e-12},
     ('im2col', 'weight_grad'): {'calls': 4.169e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
     ('jit', 'correlate'): {
-        'elements': 2.238e-10, 'loops': 1.362e-10, 'macs': 2.671e-11, 'strided': 8.393e-11},
+        'elements': 1.840e-10, 'loops': 1.479e-10, 'macs': 2.791e-11, 'strided': 9.681e-11},
     ('jit', 'input_grad'): {
-        'elements': 1.479e-10, 'loops': 6.161e-11, 'macs': 3.074e-11, 'strided': 6.570e-10},
+        'elements': 2.768e-10, 'loops': 1.394e-10, 'macs': 2.638e-11, 'strided': 6.204e-11},
     ('jit', 'weight_grad'): {
-        'elements': 2.286e-10, 'loops': 1.628e-10, 'macs': 3.976e-11, 'strided': 8.586e-11},
+        'elements': 2.583e-10, 'loops': 1.697e-10, 'macs': 3.844e-11, 'strided': 8.123e-11},
     ('shift', 'correlate'): {'calls': 1.506e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
     ('shift', 'input_grad'): {'calls': 9.240e-12, 'passes': 2.065e-12, 'products': 3.807e-12},
     ('shift', 'weight_grad'): {'calls': 1.547e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
