@@ -57,8 +57,10 @@ EXTRA = [
     Case("dw-s2-28", 8, 128, (28, 28), 128, 3, 2, 1, groups=128),
     Case("dw-5x5-s2", 8, 32, (56, 56), 32, 5, 2, 2, groups=32),
     Case("grouped-s2", 8, 64, (28, 28), 64, 3, 2, 1, groups=16),
-    # a strided 1-D single-channel layer with many outputs (jit's strided forward)
+    # strided 1-D single-channel layers with many outputs, one long, one tiny (jit's fixed
+    # costs per block and tap)
     Case("conv1d-1ch-s2", 32, 1, (2048,), 16, 9, 2, 4),
+    Case("tiny1d-1ch-s2", 64, 1, (64,), 32, 7, 2, 3),
 ]
 
 #: Layers the constants are not fitted to (``--check --held-out``), to check that ``auto``
