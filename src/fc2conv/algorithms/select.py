@@ -43,7 +43,7 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
 #: only strided layers have) alone on the three strided narrow layers of the calibration,
 #: the others held fixed, the forward's at the measured rate of its phase gather (a fit
 #: wanted ~0 there); ``jit``'s on the ten depthwise and single-channel layers of the
-#: calibration set and a strided 1-D single-channel one (the only layers it runs), the
+#: calibration set and two strided 1-D single-channel ones (the only layers it runs), the
 #: others' unchanged. The ``padding`` part that
 #: :func:`parts` adds is not fitted: it costs :data:`PAD_SECONDS_PER_UNIT` whichever method
 #: needs it (the measured rate of the padded copy).
@@ -65,11 +65,11 @@ SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
     ('im2col', 'input_grad'): {'calls': 8.686e-12, 'passes': 1.925e-12, 'products': 4.674e-12},
     ('im2col', 'weight_grad'): {'calls': 4.169e-11, 'passes': 1.641e-12, 'products': 5.029e-12},
     ('jit', 'correlate'): {
-        'elements': 1.840e-10, 'loops': 1.479e-10, 'macs': 2.791e-11, 'strided': 9.681e-11},
+        'elements': 1.724e-10, 'loops': 4.934e-10, 'macs': 2.703e-11, 'strided': 9.404e-11},
     ('jit', 'input_grad'): {
-        'elements': 2.768e-10, 'loops': 1.394e-10, 'macs': 2.638e-11, 'strided': 6.204e-11},
+        'elements': 2.798e-10, 'loops': 7.509e-10, 'macs': 2.736e-11, 'strided': 7.731e-11},
     ('jit', 'weight_grad'): {
-        'elements': 2.583e-10, 'loops': 1.697e-10, 'macs': 3.844e-11, 'strided': 8.123e-11},
+        'elements': 2.732e-10, 'loops': 9.196e-10, 'macs': 3.711e-11, 'strided': 8.996e-11},
     ('shift', 'correlate'): {'calls': 1.506e-11, 'passes': 3.383e-12, 'products': 4.091e-12},
     ('shift', 'input_grad'): {'calls': 9.240e-12, 'passes': 2.065e-12, 'products': 3.807e-12},
     ('shift', 'weight_grad'): {'calls': 1.547e-11, 'passes': 2.755e-12, 'products': 4.557e-12},
