@@ -18,7 +18,7 @@ _OPTIONS = {"nogil": True, "cache": True, "boundscheck": False}
 
 
 # ---------------------------------------------------------------------------------------------
-# stride 1: blocks of rows on a flat grid (long vector loops)
+# blocks of rows on a flat grid (long vector loops)
 #
 # A block of R output rows (one output depth) is computed on a grid of rows ``Wp`` wide: the
 # output width plus the kernel's reach, the columns past the output junk. The input rows the
@@ -99,56 +99,68 @@ def _block_rows(Wp, reach, sums):  # type: ignore[no-untyped-def]
     return max(1, (65536 // Wp - reach) // (sums + 1))
 
 
+@numba.njit(inline="always", cache=True)
+def _in_phase(K1, K2, d1, d2, s1, s2, ph1, ph2):  # type: ignore[no-untyped-def]
+    """Whether some tap ``(a1, a2)`` reads the phase ``(ph1, ph2)``: ``a*d % s == ph``."""
+    for a1 in range(K1):
+        for a2 in range(K2):
+            if (a1 * d1) % s1 == ph1 and (a2 * d2) % s2 == ph2:
+                return True
+    return False
+
+
+@numba.njit(**_OPTIONS)
+def _zero(acc, L):  # type: ignore[no-untyped-def]
+    """``acc[m, :L] = 0`` for every row ``m``."""
+    for m in range(acc.shape[0]):
+        line = acc[m]
+        for t in range(L):
+            line[t] = 0
+
+
+@numba.njit(**_OPTIONS)
+def _store(plane, part, rows, Wp, width, row0, row_step, col0, col_step):  # type: ignore[no-untyped-def]
+    """``plane[row0 + r*row_step, col0 + j*col_step] = part[r*Wp + j]`` for ``r < rows``,
+    ``j < width``: a block of the grid without its junk columns."""
+    for r in range(rows):
+        line = plane[row0 + r * row_step]
+        block = part[r * Wp:r * Wp + width]
+        for j in range(width):
+            line[col0 + j * col_step] = block[j]
+
+
 @numba.njit(fastmath={"contract"}, **_OPTIONS)
-def flat_correlate(src, w, dst, og, transpose, g, lo, hi,  # type: ignore[no-untyped-def]
-                   row_lo, row_hi):
-    """A stride-1 correlation on the flat grid for the input-channel planes ``(n, c)`` in
-    ``lo:hi`` (``n * C_in + c``), rows ``row_lo:row_hi`` of ``dst`` (axis 3), padding ``g[2]``
-    before (negative: cropped). ``transpose=False``: the forward, ``dst[n, o] = src[n, c] *
-    w[o]`` for the ``og`` channels ``o`` of ``c`` (each block of ``src`` copied once for all
-    of them). ``transpose=True``: the input gradient, ``dst[n, c] = sum_{o of c} src[n, o] *
-    flip(w[o])``."""
-    C_in = src.shape[1] // og if transpose else src.shape[1]
-    K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
+def flat_input_grad(gy, w, gx, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
+    """The input gradient of a stride-1 layer on the flat grid, for the planes ``(n, c)`` in
+    ``lo:hi``, rows ``row_lo:row_hi`` of ``gx``: ``gx[n, c] = sum_{o of c} gy[n, o] *
+    flip(w[o])``, a correlation with ``g[2]`` the padding of ``gy`` before (``d(K - 1) - p``;
+    negative: cropped)."""
+    C_in = gx.shape[1]
+    K0, K1 = w.shape[2], w.shape[3]
     d0, d1, d2 = g[1, 0], g[1, 1], g[1, 2]
     p0, p1, p2 = g[2, 0], g[2, 1], g[2, 2]
-    D = src.shape[2]
-    Do, Ho, Wo = dst.shape[2], dst.shape[3], dst.shape[4]
-    Wp = Wo + d2 * (K2 - 1)
+    Do = gy.shape[2]
+    D, H, W = gx.shape[2], gx.shape[3], gx.shape[4]
+    Wp = W + d2 * (w.shape[4] - 1)
     reach = d1 * (K1 - 1)
-    sums = 1 if transpose else og
-    R = min(Ho, _block_rows(Wp, reach, sums))
-    buf = np.empty((R + reach) * Wp, src.dtype)
-    acc = np.empty((sums, R * Wp), dst.dtype)
+    R = min(H, _block_rows(Wp, reach, 1))
+    buf = np.empty((R + reach) * Wp, gy.dtype)
+    acc = np.empty((1, R * Wp), gx.dtype)
     for plane in range(lo, hi):
         n, c = plane // C_in, plane % C_in
-        for i0 in range(Do):
+        for i0 in range(D):
             for row0 in range(row_lo, row_hi, R):
                 rows = min(R, row_hi - row0)
-                L = (rows - 1) * Wp + Wo
-                for m in range(sums):
-                    line = acc[m]
-                    for t in range(L):
-                        line[t] = 0
+                L = (rows - 1) * Wp + W
+                _zero(acc, L)
                 for a0 in range(K0):
                     r0 = i0 + a0 * d0 - p0
-                    if r0 < 0 or r0 >= D:
+                    if r0 < 0 or r0 >= Do:
                         continue
-                    if transpose:
-                        for o in range(c * og, (c + 1) * og):
-                            _fill(buf, src[n, o], r0, row0, rows + reach, Wp, p1, p2)
-                            _taps(acc[0], buf, w[o, 0], True, a0, L, Wp, d1, d2)
-                    else:
-                        _fill(buf, src[n, c], r0, row0, rows + reach, Wp, p1, p2)
-                        for m in range(og):
-                            _taps(acc[m], buf, w[c * og + m, 0], False, a0, L, Wp, d1, d2)
-                for m in range(sums):
-                    k = c if transpose else c * og + m
-                    for r in range(rows):
-                        line = dst[n, k, i0, row0 + r]
-                        part = acc[m, r * Wp:r * Wp + Wo]
-                        for j in range(Wo):
-                            line[j] = part[j]
+                    for o in range(c * og, (c + 1) * og):
+                        _fill(buf, gy[n, o], r0, row0, rows + reach, Wp, p1, p2)
+                        _taps(acc[0], buf, w[o, 0], True, a0, L, Wp, d1, d2)
+                _store(gx[n, c, i0], acc[0], rows, Wp, W, row0, 1, 0, 1)
 
 
 @numba.njit(fastmath={"contract", "reassoc"}, **_OPTIONS)
@@ -157,7 +169,7 @@ def flat_weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[
     ``c`` in ``lo:hi``, from the rows ``row_lo:row_hi`` of ``gy``: per block, ``gy[n, o]``
     laid on the grid (zeros at the junk columns) dotted with the run of every tap of the
     block of ``x[n, c]`` (copied once for all ``o``; with a stride, one phase at a time, see
-    :func:`flat_strided_forward`); each dot product in the arrays' dtype, their sum in
+    :func:`flat_forward`); each dot product in the arrays' dtype, their sum in
     float64."""
     K0, K1, K2 = gw.shape[2], gw.shape[3], gw.shape[4]
     s0, s1, s2 = g[0, 0], g[0, 1], g[0, 2]
@@ -189,12 +201,7 @@ def flat_weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[
                             continue
                         for ph1 in range(s1):
                             for ph2 in range(s2):
-                                used = False
-                                for a1 in range(K1):
-                                    for a2 in range(K2):
-                                        if (a1 * d1) % s1 == ph1 and (a2 * d2) % s2 == ph2:
-                                            used = True
-                                if not used:
+                                if not _in_phase(K1, K2, d1, d2, s1, s2, ph1, ph2):
                                     continue
                                 if unit:
                                     _fill(buf, x[n, c], r0, row0, rows + reach, Wp, p1, p2)
@@ -219,11 +226,13 @@ def flat_weight_grad(gy, x, gw, og, g, lo, hi, row_lo, row_hi):  # type: ignore[
 
 
 # ---------------------------------------------------------------------------------------------
-# strided forward: the flat grid per phase
+# strides: the flat grid per phase
 #
 # With stride s, tap a reads the input at (i + q)*s + ph - p, where a*d = q*s + ph: the taps of
 # one phase ph (per axis) read the phase array x[ph - p :: s] at shifts q, i.e. a stride-1
-# correlation. Each block copies (gathers) one phase at a time into the grid buffer.
+# correlation. The forward and weight gradient gather one phase of the input at a time into
+# the grid buffer (flat_forward, flat_weight_grad); the input gradient computes one phase of
+# itself at a time (flat_strided_input_grad).
 
 
 @numba.njit(**_OPTIONS)
@@ -251,9 +260,12 @@ def _fill_phase(buf, plane, r0, row0, rows, Wp, s1, o1, s2, o2):  # type: ignore
 
 
 @numba.njit(fastmath={"contract"}, **_OPTIONS)
-def flat_strided_forward(x, w, y, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
-    """The forward of a strided layer on the flat grid, one phase at a time, for the
-    input-channel planes ``(n, c)`` in ``lo:hi`` and the rows ``row_lo:row_hi`` of ``y``."""
+def flat_forward(x, w, y, og, g, lo, hi, row_lo, row_hi):  # type: ignore[no-untyped-def]
+    """The forward on the flat grid for the input-channel planes ``(n, c)`` in ``lo:hi``
+    (``n * C_in + c``) and the rows ``row_lo:row_hi`` of ``y``: ``y[n, o] = x[n, c] * w[o]``
+    for the ``og`` channels ``o`` of ``c``, each block of ``x`` copied once for all of them;
+    with a stride, one phase at a time (taps one per pass), at stride 1 three taps per
+    pass."""
     C_in = x.shape[1]
     K0, K1, K2 = w.shape[2], w.shape[3], w.shape[4]
     s0, s1, s2 = g[0, 0], g[0, 1], g[0, 2]
@@ -263,6 +275,7 @@ def flat_strided_forward(x, w, y, og, g, lo, hi, row_lo, row_hi):  # type: ignor
     Do, Ho, Wo = y.shape[2], y.shape[3], y.shape[4]
     reach = (d1 * (K1 - 1)) // s1
     Wp = Wo + (d2 * (K2 - 1)) // s2
+    unit = s1 == 1 and s2 == 1
     R = min(Ho, _block_rows(Wp, reach, og))
     buf = np.empty((R + reach) * Wp, x.dtype)
     acc = np.empty((og, R * Wp), y.dtype)
@@ -272,22 +285,19 @@ def flat_strided_forward(x, w, y, og, g, lo, hi, row_lo, row_hi):  # type: ignor
             for row0 in range(row_lo, row_hi, R):
                 rows = min(R, row_hi - row0)
                 L = (rows - 1) * Wp + Wo
-                for m in range(og):
-                    line = acc[m]
-                    for t in range(L):
-                        line[t] = 0
+                _zero(acc, L)
                 for a0 in range(K0):
                     r0 = i0 * s0 + a0 * d0 - p0
                     if r0 < 0 or r0 >= D:
                         continue
+                    if unit:
+                        _fill(buf, x[n, c], r0, row0, rows + reach, Wp, p1, p2)
+                        for m in range(og):
+                            _taps(acc[m], buf, w[c * og + m, 0], False, a0, L, Wp, d1, d2)
+                        continue
                     for ph1 in range(s1):
                         for ph2 in range(s2):
-                            used = False
-                            for a1 in range(K1):
-                                for a2 in range(K2):
-                                    if (a1 * d1) % s1 == ph1 and (a2 * d2) % s2 == ph2:
-                                        used = True
-                            if not used:
+                            if not _in_phase(K1, K2, d1, d2, s1, s2, ph1, ph2):
                                 continue
                             _fill_phase(buf, x[n, c], r0, row0, rows + reach, Wp, s1, ph1 - p1,
                                         s2, ph2 - p2)
@@ -305,12 +315,7 @@ def flat_strided_forward(x, w, y, og, g, lo, hi, row_lo, row_hi):  # type: ignor
                                         for t in range(L):
                                             out[t] += v * inp[t]
                 for m in range(og):
-                    k = c * og + m
-                    for r in range(rows):
-                        line = y[n, k, i0, row0 + r]
-                        part = acc[m, r * Wp:r * Wp + Wo]
-                        for j in range(Wo):
-                            line[j] = part[j]
+                    _store(y[n, c * og + m, i0], acc[m], rows, Wp, Wo, row0, 1, 0, 1)
 
 
 @numba.njit(fastmath={"contract"}, **_OPTIONS)
@@ -331,18 +336,13 @@ def flat_strided_input_grad(gy, w, gx, og, g, lo, hi):  # type: ignore[no-untype
     Wp = Wm + q2max
     R = _block_rows(Wp, q1max, 1)
     buf = np.empty((R + q1max) * Wp, gy.dtype)
-    acc = np.empty(R * Wp, gx.dtype)
+    acc = np.empty((1, R * Wp), gx.dtype)
     for plane in range(lo, hi):
         n, c = plane // C_in, plane % C_in
         for r0 in range(D):
             for ph1 in range(s1):
                 for ph2 in range(s2):
-                    used = False
-                    for a1 in range(K1):
-                        for a2 in range(K2):
-                            if (a1 * d1) % s1 == ph1 and (a2 * d2) % s2 == ph2:
-                                used = True
-                    if not used:
+                    if not _in_phase(K1, K2, d1, d2, s1, s2, ph1, ph2):
                         continue
                     m1_lo, m1_hi = -((ph1 - p1) // s1), (H - 1 - ph1 + p1) // s1 + 1
                     m2_lo, m2_hi = -((ph2 - p2) // s2), (W - 1 - ph2 + p2) // s2 + 1
@@ -352,8 +352,7 @@ def flat_strided_input_grad(gy, w, gx, og, g, lo, hi):  # type: ignore[no-untype
                     for mb in range(m1_lo, m1_hi, R):
                         rows = min(R, m1_hi - mb)
                         L = (rows - 1) * Wp + width
-                        for t in range(L):
-                            acc[t] = 0
+                        _zero(acc, L)
                         for a0 in range(K0):
                             e0 = r0 + p0 - a0 * d0
                             if e0 % s0 != 0 or e0 < 0 or e0 // s0 >= Do:
@@ -372,12 +371,9 @@ def flat_strided_input_grad(gy, w, gx, og, g, lo, hi):  # type: ignore[no-untype
                                         start = ((q1max - (a1 * d1) // s1) * Wp
                                                  + q2max - (a2 * d2) // s2)
                                         inp = buf[start:start + L]
-                                        out = acc[:L]
+                                        out = acc[0, :L]
                                         for t in range(L):
                                             out[t] += v * inp[t]
-                        for r in range(rows):
-                            line = gx[n, c, r0, (mb + r) * s1 + ph1 - p1]
-                            part = acc[r * Wp:r * Wp + width]
-                            base = m2_lo * s2 + ph2 - p2
-                            for t in range(width):
-                                line[base + t * s2] = part[t]
+                        # (the phase's inputs: every s-th row and column from here)
+                        _store(gx[n, c, r0], acc[0], rows, Wp, width, mb * s1 + ph1 - p1, s1,
+                               m2_lo * s2 + ph2 - p2, s2)

@@ -139,13 +139,9 @@ def correlate(xp: Any, x_pad: Any, w: Any, spec: ConvSpec, method: str, *,
     y = np.empty((spec.batch, spec.out_channels, *geo.out), dtype=x.dtype)
     k = _kernels()
     # (per input plane: each of its blocks is copied once for its og outputs)
-    if geo.unit:
-        def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
-            k.flat_correlate(x, w3, y, geo.og, False, geo.ints, lo, hi, row_lo, row_hi)
-    else:  # (one phase of the input at a time)
-        def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
-            k.flat_strided_forward(x, w3, y, geo.og, geo.ints, lo, hi, row_lo, row_hi)
-    _split(run, spec.batch * spec.in_channels, geo.out[1], _work(spec))
+    _split(lambda lo, hi, row_lo, row_hi, _: k.flat_forward(x, w3, y, geo.og, geo.ints, lo, hi,
+                                                            row_lo, row_hi),
+           spec.batch * spec.in_channels, geo.out[1], _work(spec))
     return y.reshape(spec.batch, spec.out_channels, *spec.out_size)
 
 
@@ -166,7 +162,7 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
         ints[2] = ints[1] * (np.array(geo.kernel) - 1) - ints[2]
 
         def run(lo: int, hi: int, row_lo: int, row_hi: int, _: int) -> None:
-            k.flat_correlate(gy, w3, gx, geo.og, True, ints, lo, hi, row_lo, row_hi)
+            k.flat_input_grad(gy, w3, gx, geo.og, ints, lo, hi, row_lo, row_hi)
         rows = geo.size[1]
     else:  # one phase of gx at a time (threads split the planes only)
         gx = np.zeros((spec.batch, spec.in_channels, *geo.size), dtype=gy.dtype)
@@ -186,17 +182,14 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
     geo = _Geometry.of(spec, padded)
     x = _as3(np.ascontiguousarray(x_pad))
     gy = _as3(np.ascontiguousarray(grad_out, dtype=x.dtype))
-    k = _kernels()
-
-    def steps(kernel: Any, planes: int) -> np.ndarray:
-        # one float64 sum per thread: threads splitting rows add into the same channels
-        sums = np.zeros((max(1, fft_workers()), spec.out_channels, 1, *geo.kernel))
-        _split(lambda lo, hi, row_lo, row_hi, k: kernel(gy, x, sums[k], geo.og, geo.ints, lo,
-                                                        hi, row_lo, row_hi),
-               planes, geo.out[1], _work(spec))
-        return sums.sum(axis=0)
-
-    gw = steps(k.flat_weight_grad, spec.in_channels)  # (per input channel, for its og outputs)
+    kernel = _kernels().flat_weight_grad
+    # one float64 sum per thread (threads splitting rows add into the same channels), per
+    # input channel for its og outputs
+    sums = np.zeros((max(1, fft_workers()), spec.out_channels, 1, *geo.kernel))
+    _split(lambda lo, hi, row_lo, row_hi, thread: kernel(gy, x, sums[thread], geo.og, geo.ints,
+                                                         lo, hi, row_lo, row_hi),
+           spec.in_channels, geo.out[1], _work(spec))
+    gw = sums.sum(axis=0)
     if not np.isfinite(gw).all():
         # maybe a non-finite input times a zero at the grid's junk points: direct's sums
         # (exact, each output's own terms)
@@ -214,7 +207,7 @@ class _Geometry:
 
     def __init__(self, size, out, kernel, ints, og) -> None:  # type: ignore[no-untyped-def]
         self.size, self.out, self.kernel, self.ints, self.og = size, out, kernel, ints, og
-        #: stride 1 on every axis: the steps run on the flat grid
+        #: stride 1 on every axis (no phases)
         self.unit = bool((ints[0] == 1).all())
 
     @classmethod
