@@ -218,7 +218,8 @@ def fit(results: list[dict]) -> dict:
 
 
 def report(results: list[dict], constants: dict) -> float:
-    """Per step: the fastest method, ``auto``'s pick and how much slower it is; then per
+    """Per step: the fastest method (of those within ``select.WORKSPACE_LIMIT``), ``auto``'s
+    pick and how much slower it is; then per
     layer, forward + backward with ``auto``'s picks against the fastest method of each step.
     Returns the worst step's ratio."""
     worst, per_case = 1.0, []
@@ -228,6 +229,9 @@ def report(results: list[dict], constants: dict) -> float:
         picked = fastest = 0.0
         for step in STEPS:
             timed = {m: t for (m, s), (t, _) in result["found"].items() if s == step}
+            # (auto's rule: the methods within select.WORKSPACE_LIMIT, if any can run it)
+            lean = {m: t for m, t in timed.items() if select.fits(result["spec"], m, step)}
+            timed = lean or timed
             best = min(timed, key=timed.get)
             candidates = [m for m in timed if m in select.candidates(result["spec"])]
             estimates = {m: select.predict(result["spec"], m, step, constants)

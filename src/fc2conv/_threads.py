@@ -54,6 +54,9 @@ def _blas_pools() -> tuple:  # type: ignore[type-arg]
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return ()
+    # SciPy's own BLAS (the banded method's in-place gemm) must be loaded to be found, or
+    # it would keep its threads inside an op and spin against fc2conv's (~30 ms import).
+    import scipy.linalg.blas  # noqa: F401
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 

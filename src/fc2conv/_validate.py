@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 PADDING_MODES = ("zeros", "reflect", "symmetric", "replicate", "circular")
-METHODS = ("auto", "im2col", "shift", "fft", "winograd", "winograd2", "direct", "jit")
+METHODS = ("auto", "im2col", "shift", "fft", "winograd", "winograd2", "direct", "jit",
+           "banded")
 # What users of SciPy and NumPy type, so the error can point them to our name.
 _MODE_SYNONYMS = {
     "constant": "zeros",

@@ -56,7 +56,7 @@ import threadpoolctl
 from .._threads import fft_workers
 from .._validate import ConvSpec
 
-__all__ = ["correlate", "cost", "input_grad", "terms", "unsupported", "weight_grad"]
+__all__ = ["correlate", "cost", "fixed_workspace", "input_grad", "terms", "unsupported", "weight_grad"]
 
 STEPS = ("correlate", "input_grad", "weight_grad")
 # Smallest tile length considered: shorter transforms are dominated by per-call overhead.
@@ -145,6 +145,24 @@ def terms(spec: ConvSpec, method: str = "fft", step: str = "correlate") -> dict[
         channels = (n, c_in, c_out, c_in // g, g)
         plan = _plan(_dense(spec), _span(spec), *channels[:4])
     return _work(plan, *channels)
+
+
+def fixed_workspace(spec: ConvSpec, method: str = "fft", step: str = "correlate") -> int:
+    """Elements (real numbers) of the buffers a step holds whatever the blocking: the spectra of
+    every (out, in) channel pair, ``C_out * C_in/G`` transforms of ``prod(L)`` samples (the
+    kernel's, or for the weight gradient the per-frequency sums). They do not shrink with the
+    image: on a small image with many channels they are many times the output (DESIGN.md's
+    large-kernel layer: 37x)."""
+    if method in STEPS:
+        method, step = step, method
+    n, c_in, c_out, g = spec.batch, spec.in_channels, spec.out_channels, spec.groups
+    if step == "input_grad":
+        plan = _plan(spec.padded_size, _span(spec), n, c_out, c_in, c_out // g)
+    else:
+        plan = _plan(_dense(spec), _span(spec), n, c_in, c_out, c_in // g)
+    lengths = [length for _, _, length in plan]
+    spectrum = 2 * math.prod(lengths[:-1]) * (lengths[-1] // 2 + 1)
+    return c_out * (c_in // g) * spectrum
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,12 @@ one common constant per ``(method, step)`` so that a part few layers exercise is
 over-fitted. The method with the smallest predicted time among those that can run the layer
 wins.
 
+Memory: a method may declare a *fixed workspace* (``fixed_workspace(spec, method, step)``, in
+elements), buffers that no blocking shrinks; ``auto`` passes over a method whose fixed workspace
+exceeds :data:`WORKSPACE_LIMIT` times the layer's output, like cuDNN's algorithm search under a
+workspace limit. Only FFT declares one (its channel-pair spectra): the GEMM methods' columns
+are blocked within the output's size, and the others hold a block or a tile.
+
 Each step of a layer is chosen separately (forward, input gradient, weight gradient): Winograd
 can win the forward of a 3x3 layer while its weight gradient is cheaper as a GEMM.
 
@@ -34,8 +40,8 @@ from typing import Any
 from .._threads import fft_workers
 from .._validate import ConvSpec
 
-__all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods", "parts",
-           "predict", "reads_padding"]
+__all__ = ["METHODS", "SECONDS_PER_UNIT", "WORKSPACE_LIMIT", "candidates", "choose", "fits",
+           "local_methods", "parts", "predict", "reads_padding"]
 
 #: Measured seconds per unit of each part of the estimated work, per ``(method, step)``
 #: (the parts are the keys of the modules' ``terms``); from ``benchmarks/calibrate_select.py``
@@ -48,6 +54,10 @@ __all__ = ["METHODS", "SECONDS_PER_UNIT", "candidates", "choose", "local_methods
 #: :func:`parts` adds is not fitted: it costs :data:`PAD_SECONDS_PER_UNIT` whichever method
 #: needs it (the measured rate of the padded copy).
 SECONDS_PER_UNIT: dict[tuple[str, str], dict[str, float]] = {
+    ('banded', 'correlate'): {'calls': 5.854e-11, 'passes': 2.113e-11, 'products': 4.374e-12},
+    ('banded', 'input_grad'): {'calls': 6.719e-11, 'passes': 1.354e-11, 'products': 4.794e-12},
+    ('banded', 'weight_grad'): {
+        'calls': 6.431e-11, 'passes': 2.222e-11, 'products': 3.497e-12},
     ('direct', 'correlate'): {
         'calls': 4.761e-11, 'gathers': 1.280e-11, 'passes': 7.159e-12, 'products': 4.831e-11},
     ('direct', 'input_grad'): {
@@ -92,9 +102,16 @@ PAD_COPY = 8
 PAD_SECONDS_PER_UNIT = 5e-11
 _DEFAULT_SECONDS_PER_UNIT = 1 / 2e10  # a GEMM flop at ~20 GFLOP/s: used for unfitted pairs
 
+#: ``auto`` passes over a method whose fixed workspace (:func:`fits`) exceeds this many times
+#: the layer's output, where another can run the step (``None``: no limit). Issue 5's target
+#: for the default path, peak extra memory <= 2x the output, is this limit; it moves
+#: DESIGN.md's large-kernel layer from FFT (~40x the output, 24 ms forward+backward) to
+#: ``banded`` (~1x, 40 ms; PyTorch ~95 ms).
+WORKSPACE_LIMIT: float | None = 2.0
+
 #: method name -> the module of this package that implements it.
 METHODS = {"im2col": "gemm", "shift": "gemm", "fft": "fft", "winograd": "winograd",
-            "winograd2": "winograd", "direct": "direct", "jit": "jit"}
+            "winograd2": "winograd", "direct": "direct", "jit": "jit", "banded": "banded"}
 _PORTABLE = ("im2col", "shift")
 # Layers below this many GEMM flops run on a method whose every output is its own dot product
 # (GEMM, direct): there the others save little, and the exact method keeps a NaN or inf to the
@@ -165,7 +182,7 @@ def choose(spec: ConvSpec, step: str = "correlate") -> str:
     if spec.method != "auto":
         return spec.method
     # (the thread count is part of the key: it changes which steps run threaded)
-    return _choose(spec, step, _LOCAL_ONLY.get(), fft_workers())
+    return _choose(spec, step, _LOCAL_ONLY.get(), fft_workers(), WORKSPACE_LIMIT)
 
 
 def candidates(spec: ConvSpec, local_only: bool = False) -> tuple[str, ...]:
@@ -180,8 +197,20 @@ def candidates(spec: ConvSpec, local_only: bool = False) -> tuple[str, ...]:
     return tuple(METHODS)
 
 
+def fits(spec: ConvSpec, method: str, step: str) -> bool:
+    """Whether ``method``'s fixed workspace for this step (the module's ``fixed_workspace``: buffers
+    that no blocking shrinks, e.g. FFT's channel-pair spectra) is within
+    :data:`WORKSPACE_LIMIT` times the layer's output; methods without one always fit."""
+    estimate = getattr(_module(method), "fixed_workspace", None)
+    if WORKSPACE_LIMIT is None or estimate is None:
+        return True
+    return estimate(spec, method, step) <= WORKSPACE_LIMIT * math.prod(spec.output_shape)
+
+
 @functools.lru_cache(maxsize=4096)
-def _choose(spec: ConvSpec, step: str, local_only: bool, workers: int) -> str:
+def _choose(spec: ConvSpec, step: str, local_only: bool, workers: int,
+            limit: float | None = None) -> str:
     predicted = {method: predict(spec, method, step)
                  for method in candidates(spec, local_only)}
-    return min(predicted, key=predicted.__getitem__)
+    lean = {m: t for m, t in predicted.items() if t < math.inf and fits(spec, m, step)}
+    return min(lean or predicted, key=(lean or predicted).__getitem__)

@@ -61,9 +61,10 @@ def correlate(
             ``"circular"`` (SciPy's constant, mirror, reflect, nearest, wrap).
         method: ``"auto"`` (a cost model picks per step, :mod:`fc2conv.algorithms.select`),
             ``"im2col"``, ``"shift"`` (GEMM), ``"fft"``, ``"winograd"`` (F(4x4,3x3)),
-            ``"winograd2"`` (F(2x2,3x3)), ``"direct"`` (depthwise/grouped) or ``"jit"``
-            (depthwise, compiled loops; needs Numba: ``pip install 'fc2conv[jit]'``); all give
-            the same result to float rounding.
+            ``"winograd2"`` (F(2x2,3x3)), ``"direct"`` (depthwise/grouped), ``"jit"``
+            (depthwise, compiled loops; needs Numba: ``pip install 'fc2conv[jit]'``) or
+            ``"banded"`` (a GEMM per input row and all kernel rows: large kernels in little
+            memory); all give the same result to float rounding.
 
     Returns:
         ``(N, C_out, *S_out)`` with ``S_out = (S + pad_before + pad_after - dilation*(K-1) - 1)
