@@ -143,7 +143,7 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
     wg = w.astype(gy.dtype, copy=False).reshape(spec.groups, -1, *w.shape[1:]).swapaxes(1, 2)
     wg = np.flip(wg, axis=tuple(range(3, wg.ndim)))
     gx = np.zeros((spec.batch, spec.in_channels, *geo.out), dtype=gy.dtype)
-    _rows_forward(gy, wg, gx, geo, _budget(spec))
+    _rows_forward(gy, wg, gx, geo, _budget(spec), lean=True)
     return gx
 
 
@@ -179,9 +179,11 @@ def weight_grad(xp: Any, grad_out: Any, x_pad: Any, spec: ConvSpec, method: str,
 
 
 def _finite(a: np.ndarray) -> bool:
-    """Whether every element is finite, without a mask the size of ``a`` (a float64 sum of
-    finite float32 values cannot overflow; for float64 a false alarm only means ``direct``)."""
-    return bool(np.isfinite(a.sum(dtype=np.float64)))
+    """Whether every element is finite (a NaN or inf makes the sum so), without a mask the size
+    of ``a`` or a casting buffer; a sum that overflows from finite values (~1e38 in float32)
+    is a false alarm that only costs the ``direct`` fallback."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(a.sum()))
 
 
 def _budget(spec: ConvSpec) -> int:
@@ -191,7 +193,7 @@ def _budget(spec: ConvSpec) -> int:
 
 
 def _rows_forward(src: np.ndarray, wg: np.ndarray, out: np.ndarray, geo: _Geometry,
-                  budget: int) -> None:
+                  budget: int, lean: bool = False) -> None:
     """``out[n, o, i] += sum_{c, a} w[o, c, a] src'[n, c, i*s + a*d]`` (``src'``: ``src``
     placed per ``geo``), ``wg: (G, Og, Cg, *K)`` (any strides): one product per block of
     source rows.
@@ -200,12 +202,15 @@ def _rows_forward(src: np.ndarray, wg: np.ndarray, out: np.ndarray, geo: _Geomet
     threads, the band axis's output columns), so no two write the same output. The weights
     are reordered to rows ``(a, o)`` and columns ``(c, b)``, one copy in all (the weight
     gradient, as large, comes later); each thread holds its blocks' banded matrices and
-    products within its share of the budget, but at least one row."""
+    products within its share of the budget, but at least one row. ``lean`` splits the
+    columns where it can, which halves each thread's row (the input gradient: it runs while
+    the forward's output and its own are held; the columns split costs ~15 % on DESIGN.md's
+    large-kernel layer, narrower products)."""
     g, og, cg = wg.shape[:3]
     lead, kb = wg.shape[3:-1], wg.shape[-1]
     width = geo.out[-1]
     workers = _workers(geo, src.shape[0])
-    if og >= workers:
+    if og >= workers and not (lean and width >= 2 * workers):
         parts = [(og * k // workers, og * (k + 1) // workers, 0, width)
                  for k in range(workers)]
     else:
@@ -214,8 +219,8 @@ def _rows_forward(src: np.ndarray, wg: np.ndarray, out: np.ndarray, geo: _Geomet
     positions = list(_positions(src.shape[0], geo))
     out6 = out.reshape(out.shape[0], g, og, *out.shape[2:])
     order = (0, *range(3, 3 + len(lead)), 1, 2, wg.ndim - 1)  # (G, *a, o, c, b)
-    shared = None if og >= workers else np.ascontiguousarray(wg.transpose(order)).reshape(
-        g, -1, cg * kb)
+    shared = None if parts[0][:2] != (0, og) else np.ascontiguousarray(
+        wg.transpose(order)).reshape(g, -1, cg * kb)
 
     def run(o_lo: int, o_hi: int, j_lo: int, j_hi: int) -> None:
         rows_w = shared if shared is not None else np.ascontiguousarray(
