@@ -18,17 +18,26 @@ padding is read, not copied (``UNPADDED``)::
 
 Why: im2col's column buffer holds ``C_in * prod(K)`` elements per output position (961x the
 input for a 31x31 kernel), so under a memory budget its blocks are a few positions long; FFT
-holds the spectra of every (out, in) channel pair. Here a row's matrix holds only
-``C_in * K_band`` elements per output column, and each input row is read once for all kernel
-rows: for DESIGN.md's large-kernel layer (16 -> 16 channels, 64^2, 31x31) the products are
-64 of ``(496 x 496) @ (496 x 64)``, and the step's scratch is about one output's size.
+holds the spectra of every (out, in) channel pair (``fft.fixed_workspace``: ~38x the output of
+DESIGN.md's large-kernel layer, which ``auto``'s workspace limit rules out). Here a row's
+matrix holds only ``C_in * K_band`` elements per output column, and each input row is read
+once for all kernel rows: for the large-kernel layer (16 -> 16 channels, 64^2, 31x31) the
+products are 64 of ``(496 x 496) @ (496 x 64)`` per step.
 
-Memory: a block of rows' matrix and product (``C_in/G * K_band + K_lead * C_out``
-elements per output column and row) within the budget (``gemm.column_budget``: by default
-the output's size), plus one padded input row. The weight gradient accumulates in an array
-of the result's size that is returned as a view in ``(C_out, C_in/G, *K)`` order (strided:
-``(K_lead, C_out, C_in/G, K_band)`` in memory) where ``G = 1`` and it is larger than the
-budget; otherwise it is reordered in place, group by group.
+Memory: one copy of the weights, reordered (for the forward and input gradient; freed before
+the weight gradient, of the same size, is allocated in a training step), and per thread a
+block of rows' matrix and product (``C_in/G * K_band + K_lead * C_out/G`` elements per output
+column and row) within its share of the budget (``gemm.column_budget``: by default the
+output's size) but at least one row, plus one padded input row. The weight gradient
+accumulates in place in its result, which is returned as a view in ``(C_out, C_in/G, *K)``
+order (strided: ``(K_lead, C_out, C_in/G, K_band)`` in memory) where ``G = 1`` and it is
+larger than the budget; otherwise it is reordered in place, group by group. Measured on
+the large-kernel layer: forward+backward 1.87x the output beyond the results (tracemalloc).
+
+Threads: the forward and input gradient split output channels (or columns) over fc2conv's
+threads, each with single-threaded BLAS (threaded BLAS was faster alone but left OpenBLAS's
+workers spinning against the next call); the weight gradient runs on one thread (two threads
+calling SciPy's BLAS at once were measured to run one after the other).
 
 Strided leading axes waste work (every kernel row is multiplied, only the rows of the right
 phase are added), so :func:`terms` charges it. A non-finite weight sends the forward and the
