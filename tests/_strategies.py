@@ -423,3 +423,30 @@ def check_vjp_by_probes(oracle: str, case: Case, method: str, seed: int):
             np.vdot(ag, ref.correlate(np.abs(case.x), np.abs(u), **case.kwargs)), terms,
             case.dtype, what=f"{method} gw", check_dtype=False, relative_to="bound")
     return gy, gx, gw, gb
+
+
+def check_unpadded_steps(oracle: str, spec, x, w, gy, y, gx, gw, dtype) -> None:
+    """A method's three steps on the *unpadded* input (``padded=False``, the padding read by
+    the method), elementwise against float64 oracles: the forward against the reference on
+    the zero-padded input, the input gradient against the GEMM method's padded one with the
+    padding cut off, the weight gradient against :func:`weight_grad_oracle`."""
+    import fc2conv
+    from fc2conv import _padding
+    from fc2conv.functional import reference as ref
+
+    x_pad = _padding.pad(np, x.astype(np.float64), spec.pads, "zeros")
+    kw = {"stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups}
+    compare(oracle, y, ref.correlate(x_pad, w, **kw),
+            ref.correlate(np.abs(x_pad), np.abs(w), **kw), math.prod(w.shape[1:]) + 1, dtype,
+            what="forward")
+    shift = fc2conv.algorithms.implementation(spec, "shift")
+    want, bound = (_padding.pad_vjp(np, shift.input_grad(np, g.astype(np.float64),
+                                                         v.astype(np.float64), spec, "shift"),
+                                    spec.in_size, spec.pads, "zeros")
+                   for g, v in ((gy, w), (np.abs(gy), np.abs(w))))
+    compare(oracle, gx, want, bound, w.shape[0] // spec.groups * math.prod(spec.kernel) + 1,
+            dtype, what="input_grad")
+    args = (spec.kernel, spec.stride, spec.dilation, spec.groups)
+    compare(oracle, gw, weight_grad_oracle(gy, x_pad, *args),
+            weight_grad_oracle(np.abs(gy), np.abs(x_pad), *args),
+            spec.batch * math.prod(spec.out_size) + 1, dtype, what="weight_grad")

@@ -18,8 +18,13 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from _strategies import DTYPES, check_vjp_by_probes, compare, conv_cases
-from _strategies import weight_grad_oracle as wg_oracle
+from _strategies import (
+    DTYPES,
+    check_unpadded_steps,
+    check_vjp_by_probes,
+    compare,
+    conv_cases,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,22 +98,7 @@ def test_module_steps_on_the_unpadded_input(cache, case, seed) -> None:
         gx = banded.input_grad(np, gy, w, spec, "banded", padded=False)
         gw = banded.weight_grad(np, gy, x, spec, "banded", padded=False)
     assert y.dtype == gx.dtype == gw.dtype == case.dtype
-    x_pad = _padding.pad(np, x.astype(np.float64), spec.pads, "zeros")
-    kw = {"stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups}
-    terms = math.prod(w.shape[1:]) + 1
-    compare(ORACLE, y, ref.correlate(x_pad, w, **kw),
-            ref.correlate(np.abs(x_pad), np.abs(w), **kw), terms, case.dtype, what="forward")
-    shift = fc2conv.algorithms.implementation(spec, "shift")
-    want, bound = (_padding.pad_vjp(np, shift.input_grad(np, g.astype(np.float64),
-                                                         v.astype(np.float64), spec, "shift"),
-                                    spec.in_size, spec.pads, "zeros")
-                   for g, v in ((gy, w), (np.abs(gy), np.abs(w))))
-    compare(ORACLE, gx, want, bound, w.shape[0] // spec.groups * math.prod(spec.kernel) + 1,
-            case.dtype, what="input_grad")
-    args = (spec.kernel, spec.stride, spec.dilation, spec.groups)
-    compare(ORACLE, gw, wg_oracle(gy, x_pad, *args),
-            wg_oracle(np.abs(gy), np.abs(x_pad), *args),
-            spec.batch * math.prod(spec.out_size) + 1, case.dtype, what="weight_grad")
+    check_unpadded_steps(ORACLE, spec, x, w, gy, y, gx, gw, case.dtype)
 
 
 @given(case=conv_cases(modes=("zeros",)), seed=st.integers(0, 2**32 - 1))

@@ -20,11 +20,11 @@ from _strategies import (
     PADDING_MODES,
     Case,
     _arrays,
+    check_unpadded_steps,
     check_vjp_by_probes,
     compare,
     geometries,
 )
-from _strategies import weight_grad_oracle as wg_oracle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,24 +107,7 @@ def test_module_steps_on_the_unpadded_input(count, case, seed) -> None:
         y = jit.correlate(np, x, w, spec, "jit", padded=False)
         gx = jit.input_grad(np, gy, w, spec, "jit", padded=False)
         gw = jit.weight_grad(np, gy, x, spec, "jit", padded=False)
-    x_pad = _padding.pad(np, x.astype(np.float64), spec.pads, "zeros")
-    kw = {"stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups}
-    compare(ORACLE, y, ref.correlate(x_pad, w, **kw),
-            ref.correlate(np.abs(x_pad), np.abs(w), **kw), math.prod(spec.kernel) + 1,
-            case.dtype, what="forward")
-    # the input gradient: the padded one (the GEMM method's, float64) with the padding cut off
-    want = _padding.pad_vjp(np, fc2conv.algorithms.implementation(spec, "shift").input_grad(
-        np, gy.astype(np.float64), w.astype(np.float64), spec, "shift"), spec.in_size,
-        spec.pads, "zeros")
-    bound = _padding.pad_vjp(np, fc2conv.algorithms.implementation(spec, "shift").input_grad(
-        np, np.abs(gy.astype(np.float64)), np.abs(w.astype(np.float64)), spec, "shift"),
-        spec.in_size, spec.pads, "zeros")
-    compare(ORACLE, gx, want, bound, w.shape[0] // spec.groups * math.prod(spec.kernel) + 1,
-            case.dtype, what="input_grad")
-    args = (spec.kernel, spec.stride, spec.dilation, spec.groups)
-    compare(ORACLE, gw, wg_oracle(gy, x_pad, *args),
-            wg_oracle(np.abs(gy), np.abs(x_pad), *args), spec.batch * math.prod(spec.out_size)
-            + 1, case.dtype, what="weight_grad")
+    check_unpadded_steps(ORACLE, spec, x, w, gy, y, gx, gw, case.dtype)
 
 
 @given(case=depthwise_cases(modes=("zeros",)), seed=st.integers(0, 2**32 - 1))

@@ -148,16 +148,19 @@ def reads_padding(module: Any, spec: ConvSpec) -> bool:
 
 
 def predict(spec: ConvSpec, method: str, step: str,
-            constants: dict[tuple[str, str], dict[str, float]] | None = None) -> float:
+            constants: dict[tuple[str, str], dict[str, float]] | None = None, *,
+            margin: bool = True) -> float:
     """Predicted seconds of one step: each part of the work times its measured seconds per
     unit (``inf`` if ``method`` cannot run the step), times the module's ``MARGIN`` if it
-    declares one (a method whose fitted model under-predicts some layers)."""
+    declares one (a method whose fitted model under-predicts some layers) unless
+    ``margin=False`` (the fitted model itself, what ``calibrate_select.fit`` fits)."""
     found = parts(spec, method, step)
     if found is None:
         return float("inf")
     per_unit = {"padding": PAD_SECONDS_PER_UNIT,
                 **(SECONDS_PER_UNIT if constants is None else constants).get((method, step), {})}
-    return getattr(_module(method), "MARGIN", 1.0) * sum(
+    factor = getattr(_module(method), "MARGIN", 1.0) if margin else 1.0
+    return factor * sum(
         value * per_unit.get(name, _DEFAULT_SECONDS_PER_UNIT) for name, value in found.items())
 
 
