@@ -235,20 +235,21 @@ def _rows_forward(src: np.ndarray, wg: np.ndarray, out: np.ndarray, geo: _Geomet
         rows_w = shared if shared is not None else np.ascontiguousarray(
             wg[:, o_lo:o_hi].transpose(order)).reshape(g, -1, cg * kb)
         _ForwardPart(src, geo, positions, rows_w, j_lo, j_hi, budget // len(parts)).run(
-            rows_w, out6[:, :, o_lo:o_hi], lead)
+            out6[:, :, o_lo:o_hi], lead)
 
     _run([functools.partial(run, *part) for part in parts])
 
 
 class _ForwardPart:
-    """One thread's share of :func:`_rows_forward`: output columns ``[j_lo, j_hi)``, its
-    buffers (a block of rows' banded matrices and products) within ``budget`` elements
-    (at least one row)."""
+    """One thread's share of :func:`_rows_forward`: the output channels of ``rows_w`` (the
+    reordered weights ``(G, K_lead * o, Cg * K_band)``) and output columns ``[j_lo, j_hi)``,
+    with its buffers (a block of rows' banded matrices and products) within ``budget``
+    elements (at least one row)."""
 
     def __init__(self, src, geo, positions, rows_w, j_lo, j_hi,  # type: ignore[no-untyped-def]
                  budget) -> None:
         g, ao, cb = rows_w.shape
-        self.positions, self.j_lo, self.j_hi = positions, j_lo, j_hi
+        self.rows_w, self.positions, self.j_lo, self.j_hi = rows_w, positions, j_lo, j_hi
         self.width = width = j_hi - j_lo
         self.band = _Band(src, geo, j_lo, j_hi)
         per_row = width * g * (cb + ao)
@@ -256,8 +257,10 @@ class _ForwardPart:
         self.cols = np.empty((g, cb, self.block * width), dtype=src.dtype)
         self.prod = np.empty((g, ao, self.block * width), dtype=src.dtype)
 
-    def run(self, rows_w: np.ndarray, out6: np.ndarray, lead: tuple[int, ...]) -> None:
-        """``out6: (N, G, chunk, *S_out)`` += this chunk's products, over every row."""
+    def run(self, out6: np.ndarray, lead: tuple[int, ...]) -> None:
+        """``out6: (N, G, o, *S_out)`` (this part's output channels) += the products of
+        every source row."""
+        rows_w = self.rows_w
         g, cb, block, width = self.cols.shape[0], self.cols.shape[1], self.block, self.width
         part = out6[..., self.j_lo:self.j_hi]
         cols4 = self.cols.reshape(g, cb, block, width)
