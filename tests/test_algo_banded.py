@@ -84,19 +84,25 @@ def test_vjp_matches_reference(rank, data, seed) -> None:
 # module level
 
 
-@pytest.mark.parametrize("cache", [1, 1 << 20])
+@pytest.mark.parametrize(("cache", "budget"), [(1, None), (1 << 20, None), (1 << 20, 1)])
 @settings(max_examples=40)
 @given(case=conv_cases(modes=("zeros",)), seed=st.integers(0, 2**32 - 1))
-def test_module_steps_on_the_unpadded_input(cache, case, seed) -> None:
+def test_module_steps_on_the_unpadded_input(cache, budget, case, seed) -> None:
     """``padded=False`` (what the ops call): forward, input gradient (to the unpadded input)
-    and weight gradient elementwise, one row per product and many."""
+    and weight gradient elementwise, one row per product and many, and with a budget of one
+    element (rows run one column at a time)."""
     x, w = case.x, case.w
     spec = _validate.conv_spec(x, w, None, method="banded", **case.kwargs)
     gy = np.random.default_rng(seed).standard_normal(spec.output_shape).astype(case.dtype)
-    with block_bytes(cache):
-        y = banded.correlate(np, x, w, spec, "banded", padded=False)
-        gx = banded.input_grad(np, gy, w, spec, "banded", padded=False)
-        gw = banded.weight_grad(np, gy, x, spec, "banded", padded=False)
+    saved = banded.gemm.COLUMN_BUDGET
+    banded.gemm.COLUMN_BUDGET = budget
+    try:
+        with block_bytes(cache):
+            y = banded.correlate(np, x, w, spec, "banded", padded=False)
+            gx = banded.input_grad(np, gy, w, spec, "banded", padded=False)
+            gw = banded.weight_grad(np, gy, x, spec, "banded", padded=False)
+    finally:
+        banded.gemm.COLUMN_BUDGET = saved
     assert y.dtype == gx.dtype == gw.dtype == case.dtype
     check_unpadded_steps(ORACLE, spec, x, w, gy, y, gx, gw, case.dtype)
 

@@ -49,6 +49,7 @@ input gradient to ``direct`` (rows of padding are skipped here, and stuffed zero
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -152,7 +153,7 @@ def input_grad(xp: Any, grad_out: Any, w: Any, spec: ConvSpec, method: str, *,
     wg = w.astype(gy.dtype, copy=False).reshape(spec.groups, -1, *w.shape[1:]).swapaxes(1, 2)
     wg = np.flip(wg, axis=tuple(range(3, wg.ndim)))
     gx = np.zeros((spec.batch, spec.in_channels, *geo.out), dtype=gy.dtype)
-    _rows_forward(gy, wg, gx, geo, _budget(spec), lean=True)
+    _rows_forward(gy, wg, gx, geo, _budget(spec))
     return gx
 
 
@@ -202,24 +203,22 @@ def _budget(spec: ConvSpec) -> int:
 
 
 def _rows_forward(src: np.ndarray, wg: np.ndarray, out: np.ndarray, geo: _Geometry,
-                  budget: int, lean: bool = False) -> None:
+                  budget: int) -> None:
     """``out[n, o, i] += sum_{c, a} w[o, c, a] src'[n, c, i*s + a*d]`` (``src'``: ``src``
     placed per ``geo``), ``wg: (G, Og, Cg, *K)`` (any strides): one product per block of
     source rows.
 
     :func:`fft_workers` threads split the output channels (or, with fewer channels than
-    threads, the band axis's output columns), so no two write the same output. The weights
-    are reordered to rows ``(a, o)`` and columns ``(c, b)``, one copy in all (the weight
-    gradient, as large, comes later); each thread holds its blocks' banded matrices and
-    products within its share of the budget, but at least one row. ``lean`` splits the
-    columns where it can, which halves each thread's row (the input gradient: it runs while
-    the forward's output and its own are held; the columns split costs ~15 % on DESIGN.md's
-    large-kernel layer, narrower products)."""
+    threads, the band axis's output columns), so no two write the same output; each reorders
+    its channels' weights to rows ``(a, o)`` and columns ``(c, b)`` (together one copy of the
+    weights: the weight gradient, as large, comes later) and holds its blocks' banded
+    matrices and products within its share of the budget (where one row does not fit, it
+    runs the row's columns in tiles that do)."""
     g, og, cg = wg.shape[:3]
     lead, kb = wg.shape[3:-1], wg.shape[-1]
     width = geo.out[-1]
     workers = _workers(geo, src.shape[0])
-    if og >= workers and not (lean and width >= 2 * workers):
+    if og >= workers:
         parts = [(og * k // workers, og * (k + 1) // workers, 0, width)
                  for k in range(workers)]
     else:
@@ -244,37 +243,42 @@ class _ForwardPart:
     """One thread's share of :func:`_rows_forward`: the output channels of ``rows_w`` (the
     reordered weights ``(G, K_lead * o, Cg * K_band)``) and output columns ``[j_lo, j_hi)``,
     with its buffers (a block of rows' banded matrices and products) within ``budget``
-    elements (at least one row)."""
+    elements: where one row does not fit, its columns run in tiles that do."""
 
     def __init__(self, src, geo, positions, rows_w, j_lo, j_hi,  # type: ignore[no-untyped-def]
                  budget) -> None:
         g, ao, cb = rows_w.shape
-        self.rows_w, self.positions, self.j_lo, self.j_hi = rows_w, positions, j_lo, j_hi
-        self.width = width = j_hi - j_lo
-        self.band = _Band(src, geo, j_lo, j_hi)
-        per_row = width * g * (cb + ao)
-        self.block = _block_rows(len(positions), per_row, src.itemsize, budget)
+        self.rows_w, self.positions = rows_w, positions
+        per_column = g * (cb + ao)
+        tiles = max(1, min(j_hi - j_lo, -(-(j_hi - j_lo) * per_column // max(1, budget))))
+        edges = [j_lo + (j_hi - j_lo) * k // tiles for k in range(tiles + 1)]
+        self.tiles = [(lo, hi, _Band(src, geo, lo, hi)) for lo, hi in itertools.pairwise(edges)]
+        width = max(hi - lo for lo, hi, _ in self.tiles)
+        self.block = _block_rows(len(positions), width * per_column, src.itemsize, budget)
         self.cols = np.empty((g, cb, self.block * width), dtype=src.dtype)
         self.prod = np.empty((g, ao, self.block * width), dtype=src.dtype)
 
     def run(self, out6: np.ndarray, lead: tuple[int, ...]) -> None:
         """``out6: (N, G, o, *S_out)`` (this part's output channels) += the products of
         every source row."""
-        rows_w = self.rows_w
-        g, cb, block, width = self.cols.shape[0], self.cols.shape[1], self.block, self.width
-        part = out6[..., self.j_lo:self.j_hi]
-        cols4 = self.cols.reshape(g, cb, block, width)
-        for lo in range(0, len(self.positions), block):
-            rows = self.positions[lo:lo + block]
-            m = len(rows) * width
-            for k, (n, t, _) in enumerate(rows):
-                self.band.windows(n, t, cols4[:, :, k])
-            z = np.matmul(rows_w, self.cols[:, :, :m], out=self.prod[:, :rows_w.shape[1], :m])
-            z = z.reshape(g, *lead, out6.shape[2], len(rows), width)
-            for k, (n, _, pairs) in enumerate(rows):
-                zk = z[(slice(None), *(_a(p) for p in pairs), slice(None), k)]
-                part[(n, slice(None), slice(None), *(_i(p) for p in pairs))] += (
-                    zk.transpose(_OG_SECOND[len(lead)]))
+        rows_w, block = self.rows_w, self.block
+        g, cb = self.cols.shape[:2]
+        for j_lo, j_hi, band in self.tiles:
+            width = j_hi - j_lo
+            part = out6[..., j_lo:j_hi]
+            cols = self.cols[:, :, :block * width]
+            cols4 = cols.reshape(g, cb, block, width)
+            for lo in range(0, len(self.positions), block):
+                rows = self.positions[lo:lo + block]
+                m = len(rows) * width
+                for k, (n, t, _) in enumerate(rows):
+                    band.windows(n, t, cols4[:, :, k])
+                z = np.matmul(rows_w, cols[:, :, :m], out=self.prod[:, :rows_w.shape[1], :m])
+                z = z.reshape(g, *lead, out6.shape[2], len(rows), width)
+                for k, (n, _, pairs) in enumerate(rows):
+                    zk = z[(slice(None), *(_a(p) for p in pairs), slice(None), k)]
+                    part[(n, slice(None), slice(None), *(_i(p) for p in pairs))] += (
+                        zk.transpose(_OG_SECOND[len(lead)]))
 
 
 def _rows_weight_grad(src: np.ndarray, gy: np.ndarray, sums: np.ndarray, geo: _Geometry,
