@@ -28,14 +28,15 @@ Memory: one copy of the weights, reordered (for the forward and input gradient; 
 the weight gradient, of the same size, is allocated in a training step), and per thread a
 block of rows' matrix and product (``C_in/G * K_band + K_lead * C_out/G`` elements per output
 column and row) within its share of the budget (``gemm.column_budget``: by default the
-output's size) but at least one row, plus one padded input row. The weight gradient
+output's size; a row that does not fit runs its columns in tiles), plus one padded input
+row. The weight gradient
 accumulates in place in its result, which is returned as a view in ``(C_out, C_in/G, *K)``
 order (strided: ``(K_lead, C_out, C_in/G, K_band)`` in memory) where ``G = 1`` and it is
 larger than the budget; otherwise it is reordered in place, group by group. Measured on
-the large-kernel layer: forward+backward 1.87x the output beyond the results (tracemalloc).
+the large-kernel layer: forward+backward 1.67x the output beyond the results (tracemalloc).
 
 Threads: the forward and input gradient split output channels (or columns) over fc2conv's
-threads, each with single-threaded BLAS (threaded BLAS was faster alone but left OpenBLAS's
+threads, each copying its channels' weights and with single-threaded BLAS (threaded BLAS was faster alone but left OpenBLAS's
 workers spinning against the next call); the weight gradient runs on one thread (two threads
 calling SciPy's BLAS at once were measured to run one after the other).
 
