@@ -55,6 +55,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import array_api_compat
 import numpy as np
 import scipy.linalg.blas
 from numpy.lib.stride_tricks import as_strided
@@ -88,7 +89,7 @@ _STEPS = ("correlate", "input_grad", "weight_grad")
 
 def unsupported(spec: ConvSpec, method: str) -> str | None:
     """Any rank, groups, stride and dilation of NumPy arrays."""
-    if getattr(spec.xp, "__name__", "") not in ("numpy", "array_api_compat.numpy"):
+    if not array_api_compat.is_numpy_namespace(spec.xp):
         return "it runs on NumPy arrays only; use method='im2col' or 'shift'"
     return None
 

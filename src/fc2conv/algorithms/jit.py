@@ -59,6 +59,7 @@ import importlib.util
 import math
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from .._threads import fft_workers, pool
@@ -91,7 +92,7 @@ def unsupported(spec: ConvSpec, method: str) -> str | None:
     if spec.in_channels // spec.groups != 1:
         return (f"it is for depthwise layers (C_in/groups == 1); this layer has C_in/groups = "
                 f"{spec.in_channels // spec.groups}, use method='direct' or 'im2col'")
-    if getattr(spec.xp, "__name__", "") not in ("numpy", "array_api_compat.numpy"):
+    if not array_api_compat.is_numpy_namespace(spec.xp):
         return "it runs on NumPy arrays only; use method='direct'"
     return None
 

@@ -37,6 +37,8 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import array_api_compat
+
 from .._threads import fft_workers
 from .._validate import ConvSpec
 
@@ -194,8 +196,7 @@ def candidates(spec: ConvSpec, local_only: bool = False) -> tuple[str, ...]:
     """The methods ``auto`` chooses among for this layer (some may not run it): the portable
     GEMM methods for namespaces other than NumPy; the local ones (every output its own dot
     product) for small layers or with ``local_only``; else all."""
-    numpy = getattr(spec.xp, "__name__", "") in ("numpy", "array_api_compat.numpy")
-    if not numpy:
+    if not array_api_compat.is_numpy_namespace(spec.xp):
         return _PORTABLE
     if local_only or _gemm_flops(spec) < _LOCAL_BELOW:
         return _LOCAL
@@ -215,6 +216,7 @@ def fits(spec: ConvSpec, method: str, step: str) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _choose(spec: ConvSpec, step: str, local_only: bool, workers: int,
             limit: float | None = None) -> str:
+    # (``limit``, the WORKSPACE_LIMIT that ``fits`` reads, is here for the cache's key)
     predicted = {method: predict(spec, method, step)
                  for method in candidates(spec, local_only)}
     lean = {m: t for m, t in predicted.items() if t < math.inf and fits(spec, m, step)}
